@@ -1,0 +1,87 @@
+from rest_framework import serializers
+
+from ..models import Blob, File, FileLibrary, MediaObject, Page, Project, Snapshot, Team
+
+
+class TeamSerializer(serializers.ModelSerializer):
+    role = serializers.CharField(source="my_role", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Team
+        fields = ["id", "name", "created_at", "role"]
+        read_only_fields = ["id", "created_at", "role"]
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = ["id", "team", "name", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+
+class FileSerializer(serializers.ModelSerializer):
+    libraries = serializers.SerializerMethodField()
+
+    class Meta:
+        model = File
+        fields = [
+            "id", "project", "name", "is_library", "revision", "data_version", "features",
+            "assets", "libraries", "created_at", "modified_at", "deleted_at", "purge_after",
+        ]
+        read_only_fields = [
+            "id", "revision", "data_version", "created_at", "modified_at", "deleted_at",
+            "purge_after",
+        ]
+
+    def get_libraries(self, file) -> list[str]:
+        return [str(link.library_id) for link in file.library_links.all()]
+
+
+class FileUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=250, required=False)
+    assets = serializers.JSONField(required=False)
+
+
+class PageSerializer(serializers.ModelSerializer):
+    objects = serializers.JSONField(source="object_map", required=False)
+
+    class Meta:
+        model = Page
+        fields = ["id", "file", "index", "name", "objects"]
+        read_only_fields = ["id", "file", "index"]
+
+
+class BlobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Blob
+        fields = ["sha256", "size", "content_type"]
+
+
+class MediaSerializer(serializers.ModelSerializer):
+    blob = BlobSerializer(read_only=True)
+
+    class Meta:
+        model = MediaObject
+        fields = ["id", "file", "name", "mtype", "width", "height", "blob", "created_at"]
+        read_only_fields = fields
+
+
+class MediaUploadSerializer(serializers.Serializer):
+    upload = serializers.FileField()
+    name = serializers.CharField(max_length=250, required=False)
+    width = serializers.IntegerField(min_value=0, required=False)
+    height = serializers.IntegerField(min_value=0, required=False)
+
+
+class LibraryLinkSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = FileLibrary
+        fields = ["library", "created_at"]
+        read_only_fields = ["created_at"]
+
+
+class SnapshotSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Snapshot
+        fields = ["id", "file", "label", "revision", "name", "created_by", "created_at"]
+        read_only_fields = ["id", "file", "revision", "name", "created_by", "created_at"]

@@ -1,0 +1,73 @@
+"""The shape of file content: what a page object and the assets may hold.
+
+Services validate content before they write it, so every reader (export, duplicate,
+snapshot, sync) can rely on it.
+"""
+
+from uuid import UUID
+
+from django.core.exceptions import ValidationError
+
+OBJECT_TYPES = frozenset(
+    {"frame", "group", "rect", "ellipse", "path", "text", "image", "component-instance"}
+)
+ASSET_KINDS = ("components", "colors", "typographies")
+SUPPORTED_FEATURES = frozenset({"components/v2", "styles/v2", "layout/grid"})
+
+
+def _is_uuid(value) -> bool:
+    try:
+        UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _check_ref(obj: dict, field: str) -> str | None:
+    ref = obj.get(field)
+    if ref is None:
+        return None
+    if not isinstance(ref, dict) or not _is_uuid(ref.get("file")) or not ref.get("id"):
+        return f"{field} must be an object with a file UUID and an id."
+    return None
+
+
+def object_errors(object_id: str, obj) -> list[str]:
+    if not isinstance(obj, dict):
+        return [f"object {object_id}: must be a JSON object."]
+    errors = []
+    if obj.get("type") not in OBJECT_TYPES:
+        errors.append(f"type must be one of {', '.join(sorted(OBJECT_TYPES))}.")
+    if "component_file" in obj and not (
+        _is_uuid(obj["component_file"]) and obj.get("component_id")
+    ):
+        errors.append("component_file must be a file UUID, with a component_id.")
+    for field in ("fill_color_ref", "typography_ref"):
+        if error := _check_ref(obj, field):
+            errors.append(error)
+    if "image" in obj and not _is_uuid(obj["image"]):
+        errors.append("image must be a media UUID.")
+    return [f"object {object_id}: {error}" for error in errors]
+
+
+def validate_objects(objects) -> None:
+    if not isinstance(objects, dict):
+        raise ValidationError({"objects": "Must be a JSON object keyed by object id."})
+    errors = [e for object_id, obj in objects.items() for e in object_errors(object_id, obj)]
+    if errors:
+        raise ValidationError({"objects": errors[:20]})
+
+
+def validate_assets(assets) -> None:
+    if not isinstance(assets, dict) or set(assets) - set(ASSET_KINDS):
+        raise ValidationError({"assets": f"Must be an object with only {', '.join(ASSET_KINDS)}."})
+    for kind in ASSET_KINDS:
+        if not isinstance(assets.get(kind, {}), dict):
+            raise ValidationError({"assets": f"{kind} must be an object keyed by id."})
+
+
+def validate_features(features) -> None:
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise ValidationError({"features": "Must be a list of feature names."})
+    if unknown := sorted(set(features) - SUPPORTED_FEATURES):
+        raise ValidationError({"features": f"Unsupported: {', '.join(unknown)}."})

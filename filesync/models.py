@@ -1,0 +1,257 @@
+"""The document store: teams, projects, files made of pages, media blobs, libraries, snapshots."""
+
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import F, Q
+
+#: The file data layout this server writes. Imports of older data are migrated up to it.
+DATA_VERSION = 1
+
+sha256_validator = RegexValidator(r"^[0-9a-f]{64}$", "A sha256 is 64 lowercase hex digits.")
+
+
+def empty_assets() -> dict:
+    return {"components": {}, "colors": {}, "typographies": {}}
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    EDITOR = "editor", "Editor"
+    VIEWER = "viewer", "Viewer"
+
+    @property
+    def rank(self) -> int:
+        return {"viewer": 1, "editor": 2, "owner": 3}[self.value]
+
+
+class Team(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="teams"
+    )
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "team"], name="membership_unique_user_team"),
+            models.CheckConstraint(
+                condition=Q(role__in=Role.values), name="membership_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+
+class Project(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="projects")
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class File(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="files")
+    name = models.CharField(max_length=250)
+    is_library = models.BooleanField(default=False)
+    revision = models.PositiveIntegerField(default=1)
+    data_version = models.PositiveSmallIntegerField(default=DATA_VERSION)
+    features = models.JSONField(default=list, blank=True)
+    assets = models.JSONField(default=empty_assets, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    purge_after = models.DateTimeField(null=True, blank=True)
+    libraries = models.ManyToManyField(
+        "self", through="FileLibrary", symmetrical=False, related_name="used_by"
+    )
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [models.Index(fields=["project", "deleted_at"], name="file_project_deleted")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(deleted_at__isnull=True, purge_after__isnull=True)
+                | Q(deleted_at__isnull=False, purge_after__isnull=False),
+                name="file_deleted_has_purge_after",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class Page(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    file = models.ForeignKey(File, on_delete=models.CASCADE, related_name="pages")
+    index = models.PositiveIntegerField()
+    name = models.CharField(max_length=250)
+    #: {object_id: {...}}; named so it leaves `objects` to the manager. The API and the
+    #: binfile call it "objects".
+    object_map = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["file", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["file", "index"], name="page_unique_file_index"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FileLibrary(models.Model):
+    """A file uses the components, colours and typographies of a shared library file."""
+
+    file = models.ForeignKey(File, on_delete=models.CASCADE, related_name="library_links")
+    library = models.ForeignKey(File, on_delete=models.CASCADE, related_name="linked_by")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "file libraries"
+        constraints = [
+            models.UniqueConstraint(fields=["file", "library"], name="filelibrary_unique"),
+            models.CheckConstraint(
+                condition=~Q(file=F("library")), name="filelibrary_not_self"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.file} uses {self.library}"
+
+    def clean(self) -> None:
+        if self.file_id == self.library_id:
+            raise ValidationError({"library": "A file cannot use itself as a library."})
+        if not File.objects.filter(pk=self.library_id, is_library=True).exists():
+            raise ValidationError({"library": "Only a file marked as a library can be linked."})
+
+
+class Blob(models.Model):
+    """Content-addressed bytes in the `blobs` storage; a row exists only once they are stored."""
+
+    sha256 = models.CharField(max_length=64, primary_key=True, validators=[sha256_validator])
+    size = models.BigIntegerField()
+    content_type = models.CharField(max_length=100, default="application/octet-stream")
+    created_at = models.DateTimeField(auto_now_add=True)
+    touched_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(size__gte=0), name="blob_size_gte_0")]
+
+    def __str__(self) -> str:
+        return self.sha256
+
+    @property
+    def storage_name(self) -> str:
+        return blob_storage_name(self.sha256)
+
+
+def blob_storage_name(sha256: str) -> str:
+    """Fan blobs out over two directory levels so no directory grows huge."""
+    return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+class MediaObject(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    file = models.ForeignKey(File, on_delete=models.CASCADE, related_name="media")
+    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="media")
+    name = models.CharField(max_length=250)
+    mtype = models.CharField(max_length=100)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["file", "id"]
+        verbose_name = "media object"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Snapshot(models.Model):
+    """A file's pages, assets and media as they were; restoring it makes a new revision."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    file = models.ForeignKey(File, on_delete=models.CASCADE, related_name="snapshots")
+    label = models.CharField(max_length=250, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    revision = models.PositiveIntegerField()
+    name = models.CharField(max_length=250)
+    data_version = models.PositiveSmallIntegerField()
+    features = models.JSONField(default=list)
+    assets = models.JSONField(default=empty_assets)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.label or f"{self.file} @ r{self.revision}"
+
+
+class SnapshotPage(models.Model):
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="pages")
+    page_id = models.UUIDField()
+    index = models.PositiveIntegerField()
+    name = models.CharField(max_length=250)
+    object_map = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["snapshot", "index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["snapshot", "index"], name="snapshotpage_unique_index"
+            ),
+        ]
+
+
+class SnapshotMedia(models.Model):
+    """Media captured by a snapshot; it keeps its blob alive for as long as the snapshot."""
+
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="media")
+    media_id = models.UUIDField()
+    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="snapshot_media")
+    name = models.CharField(max_length=250)
+    mtype = models.CharField(max_length=100)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["snapshot", "media_id"]
+        verbose_name_plural = "snapshot media"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["snapshot", "media_id"], name="snapshotmedia_unique_media"
+            ),
+        ]

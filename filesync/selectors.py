@@ -1,0 +1,132 @@
+"""Reads. `get_file` is the one way to read a file's content, live or at a snapshot."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+from uuid import UUID
+
+from django.db.models import OuterRef, QuerySet, Subquery
+
+from .models import File, MediaObject, Membership, Page, Project, Snapshot, SnapshotMedia, SnapshotPage, Team
+
+PAGE_BATCH = 50
+
+
+class PageData(NamedTuple):
+    id: UUID
+    index: int
+    name: str
+    objects: dict
+
+
+class MediaData(NamedTuple):
+    id: UUID
+    blob_id: str
+    name: str
+    mtype: str
+    width: int | None
+    height: int | None
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A file's content as one reader sees it: live, or frozen at a snapshot.
+
+    Pages and media stream in key order a batch at a time (keyset, never OFFSET), so a
+    reader's memory does not grow with the file.
+    """
+
+    file: File
+    snapshot: Snapshot | None = None
+
+    @property
+    def name(self) -> str:
+        return self.snapshot.name if self.snapshot else self.file.name
+
+    @property
+    def revision(self) -> int:
+        return self.snapshot.revision if self.snapshot else self.file.revision
+
+    @property
+    def data_version(self) -> int:
+        return self.snapshot.data_version if self.snapshot else self.file.data_version
+
+    @property
+    def features(self) -> list:
+        return self.snapshot.features if self.snapshot else self.file.features
+
+    @property
+    def assets(self) -> dict:
+        return self.snapshot.assets if self.snapshot else self.file.assets
+
+    def pages(self, batch: int = PAGE_BATCH) -> Iterator[PageData]:
+        if self.snapshot:
+            rows = SnapshotPage.objects.filter(snapshot=self.snapshot)
+            fields = ("page_id", "index", "name", "object_map")
+        else:
+            rows = Page.objects.filter(file=self.file)
+            fields = ("id", "index", "name", "object_map")
+        last = -1
+        while True:
+            chunk = list(rows.filter(index__gt=last).order_by("index").values_list(*fields)[:batch])
+            yield from (PageData(*row) for row in chunk)
+            if len(chunk) < batch:
+                return
+            last = chunk[-1][1]
+
+    def media(self) -> Iterator[MediaData]:
+        if self.snapshot:
+            rows = SnapshotMedia.objects.filter(snapshot=self.snapshot).order_by("media_id")
+            fields = ("media_id", "blob_id", "name", "mtype", "width", "height")
+        else:
+            rows = MediaObject.objects.filter(file=self.file).order_by("id")
+            fields = ("id", "blob_id", "name", "mtype", "width", "height")
+        for row in rows.values_list(*fields).iterator(chunk_size=500):
+            yield MediaData(*row)
+
+    def library_ids(self) -> list[UUID]:
+        return list(
+            self.file.library_links.order_by("library_id").values_list("library_id", flat=True)
+        )
+
+
+def get_file(
+    file_id: UUID,
+    *,
+    snapshot: Snapshot | UUID | None = None,
+    include_deleted: bool = False,
+    for_update: bool = False,
+) -> FileState:
+    """Raise File.DoesNotExist (or Snapshot.DoesNotExist) when there is nothing to read."""
+    files = File.objects.select_related("project")
+    if for_update:
+        files = files.select_for_update()
+    if not include_deleted:
+        files = files.filter(deleted_at__isnull=True)
+    file = files.get(pk=file_id)
+    if snapshot is not None and not isinstance(snapshot, Snapshot):
+        snapshot = Snapshot.objects.get(pk=snapshot, file=file)
+    if snapshot is not None and snapshot.file_id != file.pk:
+        raise Snapshot.DoesNotExist("That snapshot belongs to another file.")
+    return FileState(file=file, snapshot=snapshot)
+
+
+def _member_filter(user, prefix: str) -> dict:
+    return {} if user.is_superuser else {f"{prefix}memberships__user": user}
+
+
+def teams_for(user) -> QuerySet[Team]:
+    """The user's teams, each annotated with `my_role`."""
+    role = Membership.objects.filter(team=OuterRef("pk"), user=user).values("role")[:1]
+    return Team.objects.filter(**_member_filter(user, "")).annotate(my_role=Subquery(role))
+
+
+def projects_for(user) -> QuerySet[Project]:
+    return Project.objects.filter(**_member_filter(user, "team__")).select_related("team")
+
+
+def files_for(user, *, include_deleted: bool = False) -> QuerySet[File]:
+    files = File.objects.filter(**_member_filter(user, "project__team__"))
+    if not include_deleted:
+        files = files.filter(deleted_at__isnull=True)
+    return files.select_related("project").prefetch_related("library_links")

@@ -1,0 +1,261 @@
+"""Writes and the rules around them. Every interface (API, admin, commands, tasks) calls these."""
+
+from datetime import datetime, timedelta
+from typing import BinaryIO
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from . import blobstore
+from .content import validate_assets, validate_features, validate_objects
+from .models import (
+    Blob,
+    File,
+    FileLibrary,
+    Membership,
+    MediaObject,
+    Page,
+    Project,
+    Role,
+    Snapshot,
+    SnapshotMedia,
+    SnapshotPage,
+    Team,
+    empty_assets,
+)
+from .selectors import get_file
+
+BULK_BATCH = 500
+
+
+def create_team(*, name: str, owner) -> Team:
+    with transaction.atomic():
+        team = Team.objects.create(name=name)
+        Membership.objects.create(team=team, user=owner, role=Role.OWNER)
+    return team
+
+
+def set_membership(*, team: Team, user, role: Role) -> Membership:
+    membership, _ = Membership.objects.update_or_create(
+        team=team, user=user, defaults={"role": role}
+    )
+    return membership
+
+
+def create_project(*, team: Team, name: str) -> Project:
+    return Project.objects.create(team=team, name=name)
+
+
+def create_file(
+    *,
+    project: Project,
+    name: str,
+    is_library: bool = False,
+    features: list[str] | None = None,
+    assets: dict | None = None,
+) -> File:
+    features = features or []
+    assets = {**empty_assets(), **(assets or {})}
+    validate_features(features)
+    validate_assets(assets)
+    return File.objects.create(
+        project=project, name=name, is_library=is_library, features=features, assets=assets
+    )
+
+
+def _bump_revision(file: File) -> None:
+    """Record that the content changed: a new revision, a new modified_at."""
+    File.objects.filter(pk=file.pk).update(revision=F("revision") + 1, modified_at=timezone.now())
+    file.refresh_from_db(fields=["revision", "modified_at"])
+
+
+def update_file(
+    *, file: File, name: str | None = None, assets: dict | None = None
+) -> File:
+    with transaction.atomic():
+        file = get_file(file.pk, for_update=True).file
+        if name is not None:
+            file.name = name
+        if assets is not None:
+            validate_assets(assets)
+            file.assets = {**empty_assets(), **assets}
+        file.save(update_fields=["name", "assets"])
+        _bump_revision(file)
+    return file
+
+
+def soft_delete_file(*, file: File, now: datetime | None = None) -> File:
+    """Hide a file; it goes for good only after FILE_PURGE_GRACE_SECONDS, by the purge."""
+    now = now or timezone.now()
+    grace = timedelta(seconds=settings.FILE_PURGE_GRACE_SECONDS)
+    File.objects.filter(pk=file.pk, deleted_at__isnull=True).update(
+        deleted_at=now, purge_after=now + grace
+    )
+    file.refresh_from_db(fields=["deleted_at", "purge_after"])
+    return file
+
+
+def restore_file(*, file: File) -> File:
+    File.objects.filter(pk=file.pk).update(deleted_at=None, purge_after=None)
+    file.refresh_from_db(fields=["deleted_at", "purge_after"])
+    return file
+
+
+def add_page(*, file: File, name: str, objects: dict | None = None) -> Page:
+    objects = objects or {}
+    validate_objects(objects)
+    with transaction.atomic():
+        file = get_file(file.pk, for_update=True).file
+        last = file.pages.aggregate(last=Max("index"))["last"]
+        page = Page.objects.create(
+            file=file, index=0 if last is None else last + 1, name=name, object_map=objects
+        )
+        _bump_revision(file)
+    return page
+
+
+def store_blob(*, stream: BinaryIO, content_type: str = "application/octet-stream") -> Blob:
+    """Put bytes in the blob store, hashed while they stream; memory stays one chunk.
+
+    The Blob row is written only after the bytes are stored, so a row always means the
+    bytes are there. Bytes already stored are not written again.
+    """
+    stream = blobstore.seekable_copy(stream)
+    stream.seek(0)
+    digest = blobstore.digest_stream(stream)
+    if Blob.objects.filter(pk=digest.sha256).update(touched_at=timezone.now()):
+        return Blob.objects.get(pk=digest.sha256)
+    stream.seek(0)
+    blobstore.write_blob(digest.sha256, stream)
+    blob, _ = Blob.objects.get_or_create(
+        sha256=digest.sha256, defaults={"size": digest.size, "content_type": content_type}
+    )
+    return blob
+
+
+def add_media(
+    *,
+    file: File,
+    name: str,
+    stream: BinaryIO,
+    content_type: str,
+    width: int | None = None,
+    height: int | None = None,
+) -> MediaObject:
+    blob = store_blob(stream=stream, content_type=content_type)
+    with transaction.atomic():
+        file = get_file(file.pk, for_update=True).file
+        media = MediaObject.objects.create(
+            file=file, blob=blob, name=name, mtype=content_type, width=width, height=height
+        )
+        _bump_revision(file)
+    return media
+
+
+def link_library(*, file: File, library: File) -> FileLibrary:
+    link = FileLibrary(file=file, library=library)
+    link.full_clean(validate_unique=False)
+    with transaction.atomic():
+        link, created = FileLibrary.objects.get_or_create(file=file, library=library)
+        if created:
+            _bump_revision(file)
+    return link
+
+
+def unlink_library(*, file: File, library: File) -> None:
+    with transaction.atomic():
+        if FileLibrary.objects.filter(file=file, library=library).delete()[0]:
+            _bump_revision(file)
+
+
+def create_snapshot(*, file: File, label: str = "", user=None) -> Snapshot:
+    """Capture the file's pages, assets and media, page by page."""
+    with transaction.atomic():
+        state = get_file(file.pk, include_deleted=True, for_update=True)
+        snapshot = Snapshot.objects.create(
+            file=state.file,
+            label=label,
+            created_by=user,
+            revision=state.revision,
+            name=state.name,
+            data_version=state.data_version,
+            features=state.features,
+            assets=state.assets,
+        )
+        _bulk_create_batched(
+            SnapshotPage,
+            (
+                SnapshotPage(
+                    snapshot=snapshot, page_id=p.id, index=p.index, name=p.name, object_map=p.objects
+                )
+                for p in state.pages()
+            ),
+        )
+        _bulk_create_batched(
+            SnapshotMedia,
+            (
+                SnapshotMedia(
+                    snapshot=snapshot,
+                    media_id=m.id,
+                    blob_id=m.blob_id,
+                    name=m.name,
+                    mtype=m.mtype,
+                    width=m.width,
+                    height=m.height,
+                )
+                for m in state.media()
+            ),
+        )
+    return snapshot
+
+
+def restore_snapshot(*, snapshot: Snapshot) -> File:
+    """Make the snapshot's content the file's current content, as a new revision.
+
+    The snapshot itself stays, so a restore can be undone by restoring another one.
+    """
+    with transaction.atomic():
+        file = get_file(snapshot.file_id, include_deleted=True, for_update=True).file
+        frozen = get_file(file.pk, snapshot=snapshot, include_deleted=True)
+        file.name = frozen.name
+        file.features = frozen.features
+        file.assets = frozen.assets
+        file.data_version = frozen.data_version
+        file.save(update_fields=["name", "features", "assets", "data_version"])
+        file.pages.all().delete()
+        _bulk_create_batched(
+            Page,
+            (
+                Page(file=file, id=p.id, index=p.index, name=p.name, object_map=p.objects)
+                for p in frozen.pages()
+            ),
+        )
+        media = list(frozen.media())
+        file.media.exclude(pk__in=[m.id for m in media]).delete()
+        for m in media:
+            MediaObject.objects.update_or_create(
+                pk=m.id,
+                defaults={
+                    "file": file,
+                    "blob_id": m.blob_id,
+                    "name": m.name,
+                    "mtype": m.mtype,
+                    "width": m.width,
+                    "height": m.height,
+                },
+            )
+        _bump_revision(file)
+    return file
+
+
+def _bulk_create_batched(model, rows) -> None:
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= BULK_BATCH:
+            model.objects.bulk_create(batch)
+            batch.clear()
+    if batch:
+        model.objects.bulk_create(batch)
