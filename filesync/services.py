@@ -156,7 +156,7 @@ def add_media(
 
 def link_library(*, file: File, library: File) -> FileLibrary:
     link = FileLibrary(file=file, library=library)
-    link.full_clean(validate_unique=False)
+    link.full_clean(validate_unique=False, validate_constraints=False)
     with transaction.atomic():
         link, created = FileLibrary.objects.get_or_create(file=file, library=library)
         if created:

@@ -1,0 +1,54 @@
+# Ferry: `make run` for a demo on the embedded default, `make test` for the suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# A free loopback port for the S3 API (moto's server) that the test session starts.
+MOTO_PORT ?= $(shell $(PYTHON) -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+SERVICES_ENV := \
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/ferry \
+	REDIS_URL=redis://127.0.0.1:6379/1 \
+	Q_BROKER=redis \
+	AWS_STORAGE_BUCKET_NAME=ferry-test \
+	AWS_S3_ENDPOINT_URL=http://127.0.0.1:$(MOTO_PORT) \
+	AWS_ACCESS_KEY_ID=test-key \
+	AWS_SECRET_ACCESS_KEY=test-secret \
+	FERRY_TEST_SERVICES=1
+
+.PHONY: run test test-services bench-upload clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed-run: requirements.txt | $(PY)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py create_demo_admin
+	$(PY) manage.py seed_demo --files 12 --pages 4 --objects 60 --media-mb 4 --libraries 2 --owner admin
+	@echo "Ferry: http://$(HOST):$(PORT)/admin/ and http://$(HOST):$(PORT)/api/docs/ (Ctrl-C stops all)"
+	@trap 'kill 0' INT TERM; \
+	$(PY) manage.py qcluster & \
+	$(VENV)/bin/uvicorn project.asgi:application --host $(HOST) --port $(PORT) & \
+	wait
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest
+
+test-services: $(VENV)/.installed-dev
+	$(SERVICES_ENV) $(PY) -m pytest
+
+bench-upload: $(VENV)/.installed-dev
+	$(PY) bench/upload.py --mb 200
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,42 @@
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from filesync.demo import WorkspaceSize, build_workspace
+
+
+class Command(BaseCommand):
+    help = (
+        "Build a demo workspace of the given size, the same for the same --seed. "
+        "Prints the project id as the last line."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--files", type=int, default=10)
+        parser.add_argument("--pages", type=int, default=3)
+        parser.add_argument("--objects", type=int, default=50)
+        parser.add_argument("--media-mb", type=float, default=2.0)
+        parser.add_argument("--libraries", type=int, default=1)
+        parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument("--owner", help="Username made owner of the demo team.")
+
+    def handle(self, *args, **options):
+        for name in ("files", "pages", "objects", "media_mb", "libraries"):
+            if options[name] < 0:
+                raise CommandError(f"--{name.replace('_', '-')} must not be negative.")
+        owner = None
+        if options["owner"]:
+            try:
+                owner = get_user_model().objects.get(username=options["owner"])
+            except get_user_model().DoesNotExist:
+                raise CommandError(f"No user named {options['owner']!r}.") from None
+        size = WorkspaceSize(
+            files=options["files"], pages=options["pages"], objects=options["objects"],
+            media_mb=options["media_mb"], libraries=options["libraries"], seed=options["seed"],
+        )
+        with tqdm(total=size.files, unit="file", desc="seeding", file=self.stderr._out,
+                  disable=options["verbosity"] == 0) as bar:
+            project, created = build_workspace(size, owner=owner, progress=bar.update)
+        if not created:
+            self.stderr.write("That workspace exists already; nothing to do.")
+        self.stdout.write(str(project.id))

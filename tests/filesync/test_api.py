@@ -1,0 +1,238 @@
+import hashlib
+import io
+import uuid
+
+import httpx
+import pytest
+
+from filesync import services
+from filesync.models import File, MediaObject, Page, Snapshot, Team
+from tests.conftest import stored_names
+
+pytestmark = pytest.mark.django_db
+
+
+def results(response):
+    assert response.status_code == 200, response.content
+    return response.json()["results"]
+
+
+def test_requests_without_credentials_are_refused(api_for, design):
+    response = api_for(None).get("/api/files/")
+    assert response.status_code == 401
+
+
+def test_a_bad_token_is_refused(design):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-real-key")
+    assert client.get("/api/files/").status_code == 401
+
+
+def test_team_members_see_files_and_outsiders_get_404(api_for, viewer, outsider, design, library):
+    listed = results(api_for(viewer).get("/api/files/"))
+    assert {f["id"] for f in listed} == {str(design.id), str(library.id)}
+    assert results(api_for(outsider).get("/api/files/")) == []
+    for path in (
+        f"/api/files/{design.id}/",
+        f"/api/files/{design.id}/pages/",
+        f"/api/files/{design.id}/media/",
+        f"/api/files/{design.id}/snapshots/",
+        f"/api/projects/{design.project_id}/",
+        f"/api/teams/{design.project.team_id}/",
+    ):
+        assert api_for(outsider).get(path).status_code == 404, path
+        assert api_for(viewer).get(path).status_code == 200, path
+
+
+def test_unknown_and_malformed_ids_answer_404(api_for, viewer, design):
+    client = api_for(viewer)
+    assert client.get(f"/api/files/{uuid.uuid4()}/").status_code == 404
+    assert client.get("/api/files/not-a-uuid/").status_code == 404
+    assert client.get(f"/api/files/{design.id}/media/{uuid.uuid4()}/download/").status_code == 404
+
+
+def test_create_team_makes_the_creator_its_owner(api_for, outsider):
+    response = api_for(outsider).post("/api/teams/", {"name": "Mine"}, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["role"] == "owner"
+    assert Team.objects.get(pk=response.json()["id"]).memberships.get().user == outsider
+
+
+def test_editor_creates_a_file_and_a_page(api_for, editor, project):
+    client = api_for(editor)
+    response = client.post(
+        "/api/files/", {"project": str(project.id), "name": "New", "features": ["components/v2"]},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    file_id = response.json()["id"]
+    page = client.post(
+        f"/api/files/{file_id}/pages/",
+        {"name": "Cover", "objects": {"o": {"type": "text", "content": "hi"}}},
+        format="json",
+    )
+    assert page.status_code == 201, page.content
+    assert page.json()["index"] == 0
+    assert client.get(f"/api/files/{file_id}/").json()["revision"] == 2
+
+
+def test_viewer_may_read_but_not_write(api_for, viewer, project, design):
+    client = api_for(viewer)
+    response = client.post("/api/files/", {"project": str(project.id), "name": "x"}, format="json")
+    assert response.status_code == 403
+    assert client.delete(f"/api/files/{design.id}/").status_code == 403
+    assert File.objects.count() == 1 and not File.objects.get().is_deleted
+
+
+def test_creating_in_someone_elses_project_is_404_and_writes_nothing(api_for, outsider, project):
+    response = api_for(outsider).post(
+        "/api/files/", {"project": str(project.id), "name": "intruder"}, format="json"
+    )
+    assert response.status_code == 404
+    assert not File.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"name": "x"}, "project"),
+        ({"project": "00000000-0000-4000-8000-000000000000", "name": "x"}, "project"),
+        ({"name": ""}, "name"),
+        ({"features": ["warp-drive"]}, "features"),
+        ({"assets": {"fonts": {}}}, "assets"),
+        ({"assets": {"colors": []}}, "assets"),
+    ],
+)
+def test_bad_file_input_answers_400_with_field_errors(api_for, editor, project, body, field):
+    payload = {"project": str(project.id), "name": "x", **body}
+    if "project" not in body and field == "project":
+        payload.pop("project")
+    response = api_for(editor).post("/api/files/", payload, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
+    assert not File.objects.exists()
+
+
+def test_malformed_page_objects_answer_400_and_write_nothing(api_for, editor, design):
+    response = api_for(editor).post(
+        f"/api/files/{design.id}/pages/",
+        {"name": "p", "objects": {"x": {"type": "rect", "fill_color_ref": "red"}}},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "fill_color_ref" in response.json()["objects"][0]
+    assert not Page.objects.exists()
+
+
+def test_rename_then_soft_delete_then_restore(api_for, editor, design):
+    client = api_for(editor)
+    renamed = client.patch(f"/api/files/{design.id}/", {"name": "Renamed"}, format="json")
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Renamed"
+    assert client.delete(f"/api/files/{design.id}/").status_code == 204
+    assert results(client.get("/api/files/")) == []
+    trash = results(client.get("/api/files/?deleted=true"))
+    assert [f["id"] for f in trash] == [str(design.id)]
+    assert trash[0]["purge_after"] is not None
+    blocked = client.post(f"/api/files/{design.id}/pages/", {"name": "p"}, format="json")
+    assert blocked.status_code == 409
+    restored = client.post(f"/api/files/{design.id}/restore/")
+    assert restored.status_code == 200 and restored.json()["deleted_at"] is None
+    assert [f["id"] for f in results(client.get("/api/files/"))] == [str(design.id)]
+
+
+def test_link_library_checks_kind_and_access(api_for, editor, outsider, design, library, make_user):
+    client = api_for(editor)
+    response = client.post(
+        f"/api/files/{design.id}/libraries/", {"library": str(library.id)}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    assert [link["library"] for link in response.json()] == [str(library.id)]
+
+    not_a_library = client.post(
+        f"/api/files/{library.id}/libraries/", {"library": str(design.id)}, format="json"
+    )
+    assert not_a_library.status_code == 400
+    assert "library" in not_a_library.json()
+
+    foreign_team = services.create_team(name="Other", owner=outsider)
+    foreign_project = services.create_project(team=foreign_team, name="P")
+    foreign_lib = services.create_file(project=foreign_project, name="L", is_library=True)
+    foreign = client.post(
+        f"/api/files/{design.id}/libraries/", {"library": str(foreign_lib.id)}, format="json"
+    )
+    assert foreign.status_code == 404
+    assert design.library_links.count() == 1
+
+
+def test_media_upload_and_download_round_trip(api_for, editor, viewer, design, png_bytes, live_server):
+    upload = api_for(editor).post(
+        f"/api/files/{design.id}/media/",
+        {"upload": io.BytesIO(png_bytes), "width": 10, "height": 12},
+        format="multipart",
+    )
+    assert upload.status_code == 201, upload.content
+    body = upload.json()
+    assert body["blob"]["sha256"] == hashlib.sha256(png_bytes).hexdigest()
+    download = api_for(viewer).get(f"/api/files/{design.id}/media/{body['id']}/download/")
+    if download.status_code == 302:
+        fetched = httpx.get(download["Location"])
+        assert fetched.status_code == 200
+        assert fetched.content == png_bytes
+    else:
+        assert download.status_code == 200
+        assert b"".join(download.streaming_content) == png_bytes
+        assert download["Content-Disposition"].startswith("attachment")
+
+
+def test_media_upload_without_a_file_is_400_and_stores_nothing(api_for, editor, design):
+    response = api_for(editor).post(
+        f"/api/files/{design.id}/media/", {"name": "x"}, format="multipart"
+    )
+    assert response.status_code == 400
+    assert "upload" in response.json()
+    assert not MediaObject.objects.exists()
+    assert stored_names("blobs") == []
+
+
+def test_snapshots_create_list_and_restore(api_for, editor, viewer, design):
+    services.add_page(file=design, name="Home")
+    client = api_for(editor)
+    created = client.post(f"/api/files/{design.id}/snapshots/", {"label": "v1"}, format="json")
+    assert created.status_code == 201, created.content
+    services.add_page(file=design, name="Extra")
+    listed = results(api_for(viewer).get(f"/api/files/{design.id}/snapshots/"))
+    assert [s["label"] for s in listed] == ["v1"]
+    assert api_for(viewer).post(
+        f"/api/files/{design.id}/snapshots/{listed[0]['id']}/restore/"
+    ).status_code == 403
+    restored = client.post(f"/api/files/{design.id}/snapshots/{listed[0]['id']}/restore/")
+    assert restored.status_code == 200
+    assert [p.name for p in design.pages.all()] == ["Home"]
+    assert Snapshot.objects.count() == 1
+
+
+def test_restoring_another_files_snapshot_is_404(api_for, editor, design, library):
+    snapshot = services.create_snapshot(file=library)
+    response = api_for(editor).post(f"/api/files/{design.id}/snapshots/{snapshot.id}/restore/")
+    assert response.status_code == 404
+
+
+def test_lists_are_paginated(api_for, viewer, project):
+    for n in range(55):
+        services.create_file(project=project, name=f"f{n:02d}")
+    first = api_for(viewer).get("/api/files/").json()
+    assert first["count"] == 55 and len(first["results"]) == 50 and first["next"]
+
+
+def test_schema_and_docs_are_served_from_local_assets(client):
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    assert b"/api/files/{id}/restore/" in schema.content
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    html = docs.content.decode()
+    assert "swagger-ui" in html
+    assert "cdn" not in html.lower()
+    assert "/static/drf_spectacular_sidecar/" in html
