@@ -18,9 +18,7 @@ def team_role(user, team_id: UUID) -> Role | None:
     if user.is_superuser:
         return Role.OWNER
     role = (
-        Membership.objects.filter(user=user, team_id=team_id)
-        .values_list("role", flat=True)
-        .first()
+        Membership.objects.filter(user=user, team_id=team_id).values_list("role", flat=True).first()
     )
     return Role(role) if role else None
 

@@ -152,16 +152,38 @@ class DeletionStateFilter(admin.SimpleListFilter):
 @admin.register(File)
 class FileAdmin(TeamScopedAdmin):
     list_display = [
-        "name", "project", "is_library", "revision", "page_count", "deletion_state", "modified_at",
+        "name",
+        "project",
+        "is_library",
+        "revision",
+        "page_count",
+        "deletion_state",
+        "modified_at",
     ]
     list_filter = [DeletionStateFilter, "is_library", "project__team"]
     search_fields = ["name", "id", "project__name"]
     readonly_fields = [
-        "id", "revision", "data_version", "created_at", "modified_at", "deleted_at", "purge_after",
+        "id",
+        "revision",
+        "data_version",
+        "created_at",
+        "modified_at",
+        "deleted_at",
+        "purge_after",
     ]
     fields = [
-        "id", "project", "name", "is_library", "features", "assets", "revision", "data_version",
-        "created_at", "modified_at", "deleted_at", "purge_after",
+        "id",
+        "project",
+        "name",
+        "is_library",
+        "features",
+        "assets",
+        "revision",
+        "data_version",
+        "created_at",
+        "modified_at",
+        "deleted_at",
+        "purge_after",
     ]
     autocomplete_fields = ["project"]
     inlines = [LibraryInline, PageInline, MediaInline, SnapshotInline]
@@ -173,7 +195,10 @@ class FileAdmin(TeamScopedAdmin):
 
     def get_queryset(self, request):
         return (
-            super().get_queryset(request).select_related("project").annotate(page_total=Count("pages"))
+            super()
+            .get_queryset(request)
+            .select_related("project")
+            .annotate(page_total=Count("pages"))
         )
 
     @admin.display(description="pages", ordering="page_total")
@@ -262,8 +287,15 @@ class SnapshotAdmin(admin.ModelAdmin):
     list_display = ["__str__", "file", "revision", "created_by", "created_at"]
     search_fields = ["label", "id", "file__name"]
     readonly_fields = [
-        "file", "label", "revision", "name", "data_version", "features", "assets",
-        "created_by", "created_at",
+        "file",
+        "label",
+        "revision",
+        "name",
+        "data_version",
+        "features",
+        "assets",
+        "created_by",
+        "created_at",
     ]
     actions = ["restore"]
 

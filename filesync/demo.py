@@ -58,8 +58,9 @@ def _library_assets(ids: _Ids, rng: random.Random, n: int) -> dict:
     }
 
 
-def _page_objects(ids: _Ids, rng: random.Random, count: int, libraries: list[File],
-                  media_ids: list[uuid.UUID]) -> dict:
+def _page_objects(
+    ids: _Ids, rng: random.Random, count: int, libraries: list[File], media_ids: list[uuid.UUID]
+) -> dict:
     objects = {}
     for i in range(count):
         obj = {
@@ -73,12 +74,16 @@ def _page_objects(ids: _Ids, rng: random.Random, count: int, libraries: list[Fil
         kind = i % 5
         library = libraries[i % len(libraries)] if libraries else None
         if kind == 1 and library:
-            obj["fill_color_ref"] = {"file": str(library.id), "id": rng.choice(list(library.assets["colors"]))}
+            obj["fill_color_ref"] = {
+                "file": str(library.id),
+                "id": rng.choice(list(library.assets["colors"])),
+            }
         elif kind == 2:
             obj.update(type="text", content=f"Text {rng.getrandbits(32):08x}")
             if library:
                 obj["typography_ref"] = {
-                    "file": str(library.id), "id": rng.choice(list(library.assets["typographies"]))
+                    "file": str(library.id),
+                    "id": rng.choice(list(library.assets["typographies"])),
                 }
         elif kind == 3 and media_ids:
             obj.update(type="image", image=str(rng.choice(media_ids)))
@@ -93,10 +98,13 @@ def _page_objects(ids: _Ids, rng: random.Random, count: int, libraries: list[Fil
     return objects
 
 
+def _workspace_key(size: WorkspaceSize) -> bytes:
+    return hashlib.sha256(repr(sorted(size.__dict__.items())).encode()).digest()
+
+
 def workspace_project_id(size: WorkspaceSize) -> uuid.UUID:
     """The project's id follows from the seed and sizes, so seeding twice is a no-op."""
-    key = repr(sorted(size.__dict__.items())).encode()
-    return uuid.UUID(bytes=hashlib.sha256(key).digest()[:16], version=4)
+    return uuid.UUID(bytes=_workspace_key(size)[:16], version=4)
 
 
 def build_workspace(
@@ -106,7 +114,7 @@ def build_workspace(
     project_id = workspace_project_id(size)
     if existing := Project.objects.filter(pk=project_id).first():
         return existing, False
-    rng = random.Random(size.seed)
+    rng = random.Random(_workspace_key(size))
     ids = _Ids(rng)
     team = Team.objects.create(id=ids(), name=f"Demo team {size.seed}")
     if owner is not None:
@@ -114,7 +122,10 @@ def build_workspace(
     project = Project.objects.create(id=project_id, team=team, name=f"Demo project {size.seed}")
     libraries = [
         File.objects.create(
-            id=ids(), project=project, name=f"Library {n}", is_library=True,
+            id=ids(),
+            project=project,
+            name=f"Library {n}",
+            is_library=True,
             assets=_library_assets(ids, rng, n),
         )
         for n in range(size.libraries)
@@ -131,14 +142,21 @@ def build_workspace(
                 for m in range(MEDIA_PER_FILE):
                     body = PNG_SIGNATURE + rng.randbytes(max(0, media_bytes - len(PNG_SIGNATURE)))
                     media = services.add_media(
-                        file=file, name=f"image-{n}-{m}.png", stream=io.BytesIO(body),
-                        content_type="image/png", width=rng.randint(16, 4096),
+                        file=file,
+                        name=f"image-{n}-{m}.png",
+                        stream=io.BytesIO(body),
+                        content_type="image/png",
+                        width=rng.randint(16, 4096),
                         height=rng.randint(16, 4096),
+                        media_id=ids(),
                     )
                     media_ids.append(media.id)
             Page.objects.bulk_create(
                 Page(
-                    id=ids(), file=file, index=p, name=f"Page {p + 1}",
+                    id=ids(),
+                    file=file,
+                    index=p,
+                    name=f"Page {p + 1}",
                     object_map=_page_objects(ids, rng, size.objects, libraries, media_ids),
                 )
                 for p in range(size.pages)

@@ -51,9 +51,7 @@ class Membership(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["user", "team"], name="membership_unique_user_team"),
-            models.CheckConstraint(
-                condition=Q(role__in=Role.values), name="membership_role_valid"
-            ),
+            models.CheckConstraint(condition=Q(role__in=Role.values), name="membership_role_valid"),
         ]
 
     def __str__(self) -> str:
@@ -139,9 +137,7 @@ class FileLibrary(models.Model):
         verbose_name_plural = "file libraries"
         constraints = [
             models.UniqueConstraint(fields=["file", "library"], name="filelibrary_unique"),
-            models.CheckConstraint(
-                condition=~Q(file=F("library")), name="filelibrary_not_self"
-            ),
+            models.CheckConstraint(condition=~Q(file=F("library")), name="filelibrary_not_self"),
         ]
 
     def __str__(self) -> str:
@@ -230,10 +226,11 @@ class SnapshotPage(models.Model):
     class Meta:
         ordering = ["snapshot", "index"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["snapshot", "index"], name="snapshotpage_unique_index"
-            ),
+            models.UniqueConstraint(fields=["snapshot", "index"], name="snapshotpage_unique_index"),
         ]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class SnapshotMedia(models.Model):
@@ -255,3 +252,6 @@ class SnapshotMedia(models.Model):
                 fields=["snapshot", "media_id"], name="snapshotmedia_unique_media"
             ),
         ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -7,7 +7,17 @@ from uuid import UUID
 
 from django.db.models import OuterRef, QuerySet, Subquery
 
-from .models import File, MediaObject, Membership, Page, Project, Snapshot, SnapshotMedia, SnapshotPage, Team
+from .models import (
+    File,
+    MediaObject,
+    Membership,
+    Page,
+    Project,
+    Snapshot,
+    SnapshotMedia,
+    SnapshotPage,
+    Team,
+)
 
 PAGE_BATCH = 50
 

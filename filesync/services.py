@@ -2,6 +2,7 @@
 
 from datetime import datetime, timedelta
 from typing import BinaryIO
+from uuid import UUID, uuid4
 
 from django.conf import settings
 from django.db import transaction
@@ -14,8 +15,8 @@ from .models import (
     Blob,
     File,
     FileLibrary,
-    Membership,
     MediaObject,
+    Membership,
     Page,
     Project,
     Role,
@@ -71,9 +72,7 @@ def _bump_revision(file: File) -> None:
     file.refresh_from_db(fields=["revision", "modified_at"])
 
 
-def update_file(
-    *, file: File, name: str | None = None, assets: dict | None = None
-) -> File:
+def update_file(*, file: File, name: str | None = None, assets: dict | None = None) -> File:
     with transaction.atomic():
         file = get_file(file.pk, for_update=True).file
         if name is not None:
@@ -143,12 +142,20 @@ def add_media(
     content_type: str,
     width: int | None = None,
     height: int | None = None,
+    media_id: UUID | None = None,
 ) -> MediaObject:
+    """Store the bytes and attach them to the file. `media_id` keeps a known id (mirrors)."""
     blob = store_blob(stream=stream, content_type=content_type)
     with transaction.atomic():
         file = get_file(file.pk, for_update=True).file
         media = MediaObject.objects.create(
-            file=file, blob=blob, name=name, mtype=content_type, width=width, height=height
+            id=media_id or uuid4(),
+            file=file,
+            blob=blob,
+            name=name,
+            mtype=content_type,
+            width=width,
+            height=height,
         )
         _bump_revision(file)
     return media
@@ -188,7 +195,11 @@ def create_snapshot(*, file: File, label: str = "", user=None) -> Snapshot:
             SnapshotPage,
             (
                 SnapshotPage(
-                    snapshot=snapshot, page_id=p.id, index=p.index, name=p.name, object_map=p.objects
+                    snapshot=snapshot,
+                    page_id=p.id,
+                    index=p.index,
+                    name=p.name,
+                    object_map=p.objects,
                 )
                 for p in state.pages()
             ),

@@ -83,7 +83,9 @@ def stored_names(alias: str) -> list[str]:
 @pytest.fixture
 def make_user(django_user_model):
     def make(username: str, **extra):
-        return django_user_model.objects.create_user(username=username, password="pw-" + username, **extra)
+        return django_user_model.objects.create_user(
+            username=username, password="pw-" + username, **extra
+        )
 
     return make
 

@@ -25,11 +25,27 @@ class FileSerializer(serializers.ModelSerializer):
     class Meta:
         model = File
         fields = [
-            "id", "project", "name", "is_library", "revision", "data_version", "features",
-            "assets", "libraries", "created_at", "modified_at", "deleted_at", "purge_after",
+            "id",
+            "project",
+            "name",
+            "is_library",
+            "revision",
+            "data_version",
+            "features",
+            "assets",
+            "libraries",
+            "created_at",
+            "modified_at",
+            "deleted_at",
+            "purge_after",
         ]
         read_only_fields = [
-            "id", "revision", "data_version", "created_at", "modified_at", "deleted_at",
+            "id",
+            "revision",
+            "data_version",
+            "created_at",
+            "modified_at",
+            "deleted_at",
             "purge_after",
         ]
 

@@ -11,7 +11,5 @@ router.register("projects", views.ProjectViewSet, basename="project")
 router.register("files", views.FileViewSet, basename="file")
 router.register(rf"files/(?P<file_id>{UUID})/pages", views.PageViewSet, basename="page")
 router.register(rf"files/(?P<file_id>{UUID})/media", views.MediaViewSet, basename="media")
-router.register(
-    rf"files/(?P<file_id>{UUID})/snapshots", views.SnapshotViewSet, basename="snapshot"
-)
+router.register(rf"files/(?P<file_id>{UUID})/snapshots", views.SnapshotViewSet, basename="snapshot")
 urlpatterns = router.urls

@@ -24,7 +24,6 @@ from .serializers import (
     TeamSerializer,
 )
 
-
 UUID_RE = "[0-9a-fA-F-]{36}"
 
 
@@ -51,7 +50,9 @@ def file_for(user, file_id, minimum: Role = Role.VIEWER, *, writable: bool = Fal
 
 class TeamViewSet(
     UUIDLookup,
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
     viewsets.GenericViewSet,
 ):
     serializer_class = TeamSerializer
@@ -66,7 +67,9 @@ class TeamViewSet(
 
 class ProjectViewSet(
     UUIDLookup,
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
     viewsets.GenericViewSet,
 ):
     serializer_class = ProjectSerializer
@@ -87,7 +90,9 @@ class ProjectViewSet(
 
 class FileViewSet(
     UUIDLookup,
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
     viewsets.GenericViewSet,
 ):
     """Files. `?project=` filters; `?deleted=true` lists the trash instead."""

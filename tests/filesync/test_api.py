@@ -63,7 +63,8 @@ def test_create_team_makes_the_creator_its_owner(api_for, outsider):
 def test_editor_creates_a_file_and_a_page(api_for, editor, project):
     client = api_for(editor)
     response = client.post(
-        "/api/files/", {"project": str(project.id), "name": "New", "features": ["components/v2"]},
+        "/api/files/",
+        {"project": str(project.id), "name": "New", "features": ["components/v2"]},
         format="json",
     )
     assert response.status_code == 201, response.content
@@ -166,7 +167,9 @@ def test_link_library_checks_kind_and_access(api_for, editor, outsider, design, 
     assert design.library_links.count() == 1
 
 
-def test_media_upload_and_download_round_trip(api_for, editor, viewer, design, png_bytes, live_server):
+def test_media_upload_and_download_round_trip(
+    api_for, editor, viewer, design, png_bytes, live_server
+):
     upload = api_for(editor).post(
         f"/api/files/{design.id}/media/",
         {"upload": io.BytesIO(png_bytes), "width": 10, "height": 12},
@@ -204,9 +207,12 @@ def test_snapshots_create_list_and_restore(api_for, editor, viewer, design):
     services.add_page(file=design, name="Extra")
     listed = results(api_for(viewer).get(f"/api/files/{design.id}/snapshots/"))
     assert [s["label"] for s in listed] == ["v1"]
-    assert api_for(viewer).post(
-        f"/api/files/{design.id}/snapshots/{listed[0]['id']}/restore/"
-    ).status_code == 403
+    assert (
+        api_for(viewer)
+        .post(f"/api/files/{design.id}/snapshots/{listed[0]['id']}/restore/")
+        .status_code
+        == 403
+    )
     restored = client.post(f"/api/files/{design.id}/snapshots/{listed[0]['id']}/restore/")
     assert restored.status_code == 200
     assert [p.name for p in design.pages.all()] == ["Home"]

@@ -81,8 +81,12 @@ def test_store_blob_hashes_while_streaming_and_deduplicates():
 
 def test_add_media_keeps_the_bytes_and_revision(design, png_bytes):
     media = services.add_media(
-        file=design, name="a.png", stream=io.BytesIO(png_bytes), content_type="image/png",
-        width=10, height=20,
+        file=design,
+        name="a.png",
+        stream=io.BytesIO(png_bytes),
+        content_type="image/png",
+        width=10,
+        height=20,
     )
     assert media.blob.sha256 == hashlib.sha256(png_bytes).hexdigest()
     design.refresh_from_db()

@@ -17,5 +17,7 @@ class Command(BaseCommand):
             return
         password = secrets.token_urlsafe(12)
         users.objects.create_superuser(username=username, email="", password=password)
-        self.stdout.write(self.style.SUCCESS(f"Superuser {username!r} created, password: {password}"))
+        self.stdout.write(
+            self.style.SUCCESS(f"Superuser {username!r} created, password: {password}")
+        )
         self.stdout.write("(Shown this once only. Reset it with: manage.py changepassword admin)")

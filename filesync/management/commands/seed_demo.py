@@ -31,11 +31,20 @@ class Command(BaseCommand):
             except get_user_model().DoesNotExist:
                 raise CommandError(f"No user named {options['owner']!r}.") from None
         size = WorkspaceSize(
-            files=options["files"], pages=options["pages"], objects=options["objects"],
-            media_mb=options["media_mb"], libraries=options["libraries"], seed=options["seed"],
+            files=options["files"],
+            pages=options["pages"],
+            objects=options["objects"],
+            media_mb=options["media_mb"],
+            libraries=options["libraries"],
+            seed=options["seed"],
         )
-        with tqdm(total=size.files, unit="file", desc="seeding", file=self.stderr._out,
-                  disable=options["verbosity"] == 0) as bar:
+        with tqdm(
+            total=size.files,
+            unit="file",
+            desc="seeding",
+            file=self.stderr._out,
+            disable=options["verbosity"] == 0,
+        ) as bar:
             project, created = build_workspace(size, owner=owner, progress=bar.update)
         if not created:
             self.stderr.write("That workspace exists already; nothing to do.")
