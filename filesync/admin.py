@@ -1,4 +1,9 @@
-"""Admin screens for the document store. Actions call the same services as the API."""
+"""Admin screens for the document store.
+
+Actions call the same services as the API. Staff who are not superusers see, and may
+choose from, only what their own teams hold, and change files only where their team
+role is editor or owner (filesync.access).
+"""
 
 from django.contrib import admin, messages
 from django.db.models import Count
@@ -6,6 +11,7 @@ from django.utils.html import format_html
 from django.utils.translation import ngettext
 
 from . import services
+from .access import require_team_role
 from .models import (
     Blob,
     File,
@@ -14,23 +20,45 @@ from .models import (
     Membership,
     Page,
     Project,
+    Role,
     Snapshot,
     Team,
 )
-from .selectors import files_for, projects_for, teams_for
+from .selectors import in_teams_of
+
+#: How to reach the Team from each team-owned model, for scoping querysets and choices.
+TEAM_PATHS = {
+    Team: "",
+    Membership: "team",
+    Project: "team",
+    File: "project__team",
+    Page: "file__project__team",
+    MediaObject: "file__project__team",
+    Snapshot: "file__project__team",
+    FileLibrary: "file__project__team",
+}
 
 
-class TeamScopedAdmin(admin.ModelAdmin):
-    """Staff who are not superusers see only what their teams hold."""
+def require_editor(request, files) -> None:
+    """Raise PermissionDenied unless the user edits every team these files belong to."""
+    for team_id in {file.project.team_id for file in files}:
+        require_team_role(request.user, team_id, Role.EDITOR)
 
-    def scope(self, request):
-        raise NotImplementedError
 
+class TeamScopedChoices:
+    """Foreign-key choices limited to the user's teams (a staff user picks only their own)."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if (team_path := TEAM_PATHS.get(db_field.related_model)) is not None:
+            kwargs["queryset"] = in_teams_of(
+                db_field.related_model.objects.all(), request.user, team_path
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class TeamScopedAdmin(TeamScopedChoices, admin.ModelAdmin):
     def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        return queryset.filter(pk__in=self.scope(request).values("pk"))
+        return in_teams_of(super().get_queryset(request), request.user, TEAM_PATHS[self.model])
 
 
 class MembershipInline(admin.TabularInline):
@@ -44,9 +72,6 @@ class TeamAdmin(TeamScopedAdmin):
     list_display = ["name", "member_count", "project_count", "created_at"]
     search_fields = ["name", "id"]
     inlines = [MembershipInline]
-
-    def scope(self, request):
-        return teams_for(request.user)
 
     def get_queryset(self, request):
         return (
@@ -68,7 +93,7 @@ class TeamAdmin(TeamScopedAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(TeamScopedAdmin):
     list_display = ["user", "team", "role"]
     list_filter = ["role"]
     search_fields = ["user__username", "team__name"]
@@ -78,56 +103,50 @@ class MembershipAdmin(admin.ModelAdmin):
 @admin.register(Project)
 class ProjectAdmin(TeamScopedAdmin):
     list_display = ["name", "team", "created_at"]
-    list_filter = ["team"]
+    # Only the teams in view, so a staff user's sidebar names no other team.
+    list_filter = [("team", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "id", "team__name"]
     autocomplete_fields = ["team"]
 
-    def scope(self, request):
-        return projects_for(request.user)
 
-
-class PageInline(admin.TabularInline):
-    model = Page
-    fields = ["index", "name", "object_count"]
-    readonly_fields = ["index", "name", "object_count"]
+class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
-    show_change_link = True
 
     def has_add_permission(self, request, obj=None):
         return False
+
+
+class PageInline(ReadOnlyInline):
+    model = Page
+    fields = ["index", "name", "object_count"]
+    readonly_fields = fields
+    show_change_link = True
 
     @admin.display(description="objects")
     def object_count(self, page):
         return len(page.object_map)
 
 
-class MediaInline(admin.TabularInline):
+class MediaInline(ReadOnlyInline):
     model = MediaObject
     fields = ["name", "mtype", "width", "height", "blob"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
-class SnapshotInline(admin.TabularInline):
+class SnapshotInline(ReadOnlyInline):
     model = Snapshot
     fields = ["label", "revision", "created_by", "created_at"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
     show_change_link = True
 
-    def has_add_permission(self, request, obj=None):
-        return False
 
+class LibraryInline(TeamScopedChoices, admin.TabularInline):
+    """Links are added and removed through the services (see FileAdmin.save_formset)."""
 
-class LibraryInline(admin.TabularInline):
     model = FileLibrary
     fk_name = "file"
+    fields = ["library"]
     extra = 0
     autocomplete_fields = ["library"]
     verbose_name = "library used"
@@ -160,7 +179,11 @@ class FileAdmin(TeamScopedAdmin):
         "deletion_state",
         "modified_at",
     ]
-    list_filter = [DeletionStateFilter, "is_library", "project__team"]
+    list_filter = [
+        DeletionStateFilter,
+        "is_library",
+        ("project__team", admin.RelatedOnlyFieldListFilter),
+    ]
     search_fields = ["name", "id", "project__name"]
     readonly_fields = [
         "id",
@@ -190,9 +213,6 @@ class FileAdmin(TeamScopedAdmin):
     actions = ["soft_delete", "restore", "snapshot"]
     date_hierarchy = "modified_at"
 
-    def scope(self, request):
-        return files_for(request.user, include_deleted=True)
-
     def get_queryset(self, request):
         return (
             super()
@@ -200,6 +220,17 @@ class FileAdmin(TeamScopedAdmin):
             .select_related("project")
             .annotate(page_total=Count("pages"))
         )
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not FileLibrary:
+            return super().save_formset(request, form, formset, change)
+        links = formset.save(commit=False)
+        for link in formset.deleted_objects:
+            services.unlink_library(file=link.file, library=link.library)
+        for link in links:
+            if link.pk:
+                FileLibrary.objects.filter(pk=link.pk).delete()
+            services.link_library(file=form.instance, library=link.library)
 
     @admin.display(description="pages", ordering="page_total")
     def page_count(self, file):
@@ -214,43 +245,42 @@ class FileAdmin(TeamScopedAdmin):
             file.purge_after.strftime("%Y-%m-%d %H:%M"),
         )
 
+    def _apply(self, request, files, service, message: tuple[str, str]) -> None:
+        require_editor(request, files)
+        for file in files:
+            service(file)
+        self.message_user(request, ngettext(*message, len(files)) % len(files), messages.SUCCESS)
+
     @admin.action(description="Move selected files to the trash", permissions=["change"])
     def soft_delete(self, request, queryset):
-        files = list(queryset.filter(deleted_at__isnull=True))
-        for file in files:
-            services.soft_delete_file(file=file)
-        self.message_user(
+        self._apply(
             request,
-            ngettext("%d file moved to the trash.", "%d files moved to the trash.", len(files))
-            % len(files),
-            messages.SUCCESS,
+            list(queryset.filter(deleted_at__isnull=True)),
+            lambda file: services.soft_delete_file(file=file),
+            ("%d file moved to the trash.", "%d files moved to the trash."),
         )
 
     @admin.action(description="Restore selected files from the trash", permissions=["change"])
     def restore(self, request, queryset):
-        files = list(queryset.filter(deleted_at__isnull=False))
-        for file in files:
-            services.restore_file(file=file)
-        self.message_user(
+        self._apply(
             request,
-            ngettext("%d file restored.", "%d files restored.", len(files)) % len(files),
-            messages.SUCCESS,
+            list(queryset.filter(deleted_at__isnull=False)),
+            lambda file: services.restore_file(file=file),
+            ("%d file restored.", "%d files restored."),
         )
 
     @admin.action(description="Take a snapshot of selected files", permissions=["change"])
     def snapshot(self, request, queryset):
-        files = list(queryset)
-        for file in files:
-            services.create_snapshot(file=file, label="from admin", user=request.user)
-        self.message_user(
+        self._apply(
             request,
-            ngettext("%d snapshot taken.", "%d snapshots taken.", len(files)) % len(files),
-            messages.SUCCESS,
+            list(queryset),
+            lambda file: services.create_snapshot(file=file, label="from admin", user=request.user),
+            ("%d snapshot taken.", "%d snapshots taken."),
         )
 
 
 @admin.register(Page)
-class PageAdmin(admin.ModelAdmin):
+class PageAdmin(TeamScopedAdmin):
     list_display = ["name", "file", "index"]
     search_fields = ["name", "id", "file__name"]
     raw_id_fields = ["file"]
@@ -258,17 +288,28 @@ class PageAdmin(admin.ModelAdmin):
 
 @admin.register(Blob)
 class BlobAdmin(admin.ModelAdmin):
+    """Blobs are shared across teams by content; only superusers browse them."""
+
     list_display = ["sha256", "size", "content_type", "created_at", "touched_at"]
     list_filter = ["content_type"]
     search_fields = ["sha256"]
     readonly_fields = ["sha256", "size", "content_type", "created_at", "touched_at"]
+
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
 
     def has_add_permission(self, request):
         return False
 
 
 @admin.register(MediaObject)
-class MediaObjectAdmin(admin.ModelAdmin):
+class MediaObjectAdmin(TeamScopedAdmin):
     list_display = ["name", "file", "mtype", "width", "height", "blob"]
     list_filter = ["mtype"]
     search_fields = ["name", "id", "blob__sha256", "file__name"]
@@ -276,14 +317,14 @@ class MediaObjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(FileLibrary)
-class FileLibraryAdmin(admin.ModelAdmin):
+class FileLibraryAdmin(TeamScopedAdmin):
     list_display = ["file", "library", "created_at"]
     search_fields = ["file__name", "library__name"]
     autocomplete_fields = ["file", "library"]
 
 
 @admin.register(Snapshot)
-class SnapshotAdmin(admin.ModelAdmin):
+class SnapshotAdmin(TeamScopedAdmin):
     list_display = ["__str__", "file", "revision", "created_by", "created_at"]
     search_fields = ["label", "id", "file__name"]
     readonly_fields = [
@@ -304,7 +345,8 @@ class SnapshotAdmin(admin.ModelAdmin):
 
     @admin.action(description="Restore selected snapshots (new revision)", permissions=["change"])
     def restore(self, request, queryset):
-        snapshots = list(queryset)
+        snapshots = list(queryset.select_related("file__project"))
+        require_editor(request, [snapshot.file for snapshot in snapshots])
         for snapshot in snapshots:
             services.restore_snapshot(snapshot=snapshot)
         self.message_user(request, f"{len(snapshots)} snapshot(s) restored.", messages.SUCCESS)

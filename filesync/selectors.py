@@ -121,22 +121,26 @@ def get_file(
     return FileState(file=file, snapshot=snapshot)
 
 
-def _member_filter(user, prefix: str) -> dict:
-    return {} if user.is_superuser else {f"{prefix}memberships__user": user}
+def in_teams_of(queryset: QuerySet, user, team_path: str) -> QuerySet:
+    """Narrow `queryset` to rows of the user's teams; `team_path` leads from its model to Team."""
+    if user.is_superuser:
+        return queryset
+    lookup = f"{team_path}__memberships__user" if team_path else "memberships__user"
+    return queryset.filter(**{lookup: user})
 
 
 def teams_for(user) -> QuerySet[Team]:
     """The user's teams, each annotated with `my_role`."""
     role = Membership.objects.filter(team=OuterRef("pk"), user=user).values("role")[:1]
-    return Team.objects.filter(**_member_filter(user, "")).annotate(my_role=Subquery(role))
+    return in_teams_of(Team.objects.all(), user, "").annotate(my_role=Subquery(role))
 
 
 def projects_for(user) -> QuerySet[Project]:
-    return Project.objects.filter(**_member_filter(user, "team__")).select_related("team")
+    return in_teams_of(Project.objects.select_related("team"), user, "team")
 
 
 def files_for(user, *, include_deleted: bool = False) -> QuerySet[File]:
-    files = File.objects.filter(**_member_filter(user, "project__team__"))
+    files = in_teams_of(File.objects.all(), user, "project__team")
     if not include_deleted:
         files = files.filter(deleted_at__isnull=True)
     return files.select_related("project").prefetch_related("library_links")
