@@ -3,6 +3,7 @@
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 from urllib.parse import quote
 
@@ -51,8 +52,26 @@ def blob_exists(sha256: str) -> bool:
     return blob_storage().exists(blob_storage_name(sha256))
 
 
+class BlobMissing(Exception):
+    """A Blob row whose bytes are not in storage: the store lost them."""
+
+
 def open_blob(sha256: str):
-    return blob_storage().open(blob_storage_name(sha256), "rb")
+    try:
+        return blob_storage().open(blob_storage_name(sha256), "rb")
+    except FileNotFoundError:
+        raise BlobMissing(f"Blob {sha256} is missing from storage.") from None
+
+
+def iter_blob(sha256: str) -> Iterator[bytes]:
+    """The blob's bytes a chunk at a time, straight from storage (no local spooling)."""
+    handle = open_blob(sha256)
+    if hasattr(handle, "obj"):  # django-storages' S3File: stream the object's body
+        yield from handle.obj.get()["Body"].iter_chunks(settings.BLOB_CHUNK_SIZE)
+        return
+    with handle:
+        while chunk := handle.read(settings.BLOB_CHUNK_SIZE):
+            yield chunk
 
 
 def delete_blob(sha256: str) -> None:

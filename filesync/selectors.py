@@ -69,13 +69,19 @@ class FileState:
     def assets(self) -> dict:
         return self.snapshot.assets if self.snapshot else self.file.assets
 
-    def pages(self, batch: int = PAGE_BATCH) -> Iterator[PageData]:
+    @property
+    def modified_at(self):
+        """When this content was last changed: the snapshot's time for a snapshot."""
+        return self.snapshot.created_at if self.snapshot else self.file.modified_at
+
+    def _page_rows(self) -> tuple[QuerySet, str]:
         if self.snapshot:
-            rows = SnapshotPage.objects.filter(snapshot=self.snapshot)
-            fields = ("page_id", "index", "name", "object_map")
-        else:
-            rows = Page.objects.filter(file=self.file)
-            fields = ("id", "index", "name", "object_map")
+            return SnapshotPage.objects.filter(snapshot=self.snapshot), "page_id"
+        return Page.objects.filter(file=self.file), "id"
+
+    def pages(self, batch: int = PAGE_BATCH) -> Iterator[PageData]:
+        rows, id_field = self._page_rows()
+        fields = (id_field, "index", "name", "object_map")
         last = -1
         while True:
             chunk = list(rows.filter(index__gt=last).order_by("index").values_list(*fields)[:batch])
@@ -83,6 +89,17 @@ class FileState:
             if len(chunk) < batch:
                 return
             last = chunk[-1][1]
+
+    def page_ids(self) -> list[UUID]:
+        """Page ids in index order: cheap to list, for readers that load pages one at a time."""
+        rows, id_field = self._page_rows()
+        return list(rows.order_by("index").values_list(id_field, flat=True))
+
+    def page(self, page_id: UUID) -> PageData:
+        rows, id_field = self._page_rows()
+        return PageData(
+            *rows.values_list(id_field, "index", "name", "object_map").get(**{id_field: page_id})
+        )
 
     def media(self) -> Iterator[MediaData]:
         if self.snapshot:

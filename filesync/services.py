@@ -162,19 +162,15 @@ def add_media(
 
 
 def link_library(*, file: File, library: File) -> FileLibrary:
+    """Link a library. Links are not content: the file's revision stays as it is."""
     link = FileLibrary(file=file, library=library)
     link.full_clean(validate_unique=False, validate_constraints=False)
-    with transaction.atomic():
-        link, created = FileLibrary.objects.get_or_create(file=file, library=library)
-        if created:
-            _bump_revision(file)
+    link, _ = FileLibrary.objects.get_or_create(file=file, library=library)
     return link
 
 
 def unlink_library(*, file: File, library: File) -> None:
-    with transaction.atomic():
-        if FileLibrary.objects.filter(file=file, library=library).delete()[0]:
-            _bump_revision(file)
+    FileLibrary.objects.filter(file=file, library=library).delete()
 
 
 def create_snapshot(*, file: File, label: str = "", user=None) -> Snapshot:

@@ -206,8 +206,14 @@ SPECTACULAR_SETTINGS = {
 LOGIN_URL = "admin:login"
 
 # Ferry's own knobs (docs/operations.md).
+FERRY_SERVER_NAME = os.environ.get("FERRY_SERVER_NAME", "ferry")
 FILE_PURGE_GRACE_SECONDS = int(os.environ.get("FILE_PURGE_GRACE_SECONDS", 24 * 3600))
 BLOB_CHUNK_SIZE = 1024 * 1024
+EXPORT_TICK_SECONDS = float(os.environ.get("EXPORT_TICK_SECONDS", 30))
+EXPORT_LEASE_SECONDS = float(os.environ.get("EXPORT_LEASE_SECONDS", 60))
+EXPORT_PART_SIZE = int(os.environ.get("EXPORT_PART_SIZE", 8 * 1024 * 1024))
+EXPORT_TTL_SECONDS = int(os.environ.get("EXPORT_TTL_SECONDS", 7 * 24 * 3600))
+EXPORT_PROGRESS_INTERVAL = float(os.environ.get("EXPORT_PROGRESS_INTERVAL", 0.25))
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,206 @@
+"""A deterministic, streaming, resumable ZIP writer.
+
+Every entry is written with a data descriptor (sizes and CRC after the data), so nothing
+is buffered beyond one chunk. The bytes depend only on the entries given: fixed attributes,
+times from the caller, no extra fields but ZIP64's. Because an `EntryRecord` holds all
+the central directory needs, a writer can start again at any entry boundary from the
+records of the entries before it, which is how an export resumes.
+"""
+
+import hashlib
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+STORED = 0
+DEFLATED = 8
+#: An entry this large (uncompressed, as planned) gets ZIP64 sizes. Below 4 GiB with room
+#: for deflate's worst-case growth, so the choice never depends on the compressed result.
+ZIP64_ENTRY_THRESHOLD = 0xF000_0000
+_MAX32 = 0xFFFF_FFFF
+_MAX16 = 0xFFFF
+_FLAGS = 0x0808  # bit 3: data descriptor follows; bit 11: names are UTF-8
+_UNIX_FILE_ATTRS = (0o100644 << 16) & 0xFFFF_FFFF
+_MADE_BY = (3 << 8) | 45  # Unix, spec 4.5
+
+
+def dos_datetime(when: datetime) -> tuple[int, int]:
+    """(time, date) in MS-DOS form; ZIP cannot say anything before 1980."""
+    if when.year < 1980:
+        return 0, (0 << 9) | (1 << 5) | 1
+    return (
+        (when.hour << 11) | (when.minute << 5) | (when.second // 2),
+        ((when.year - 1980) << 9) | (when.month << 5) | when.day,
+    )
+
+
+@dataclass(frozen=True)
+class EntryRecord:
+    name: str
+    offset: int
+    method: int
+    dos_time: int
+    dos_date: int
+    crc: int
+    compressed_size: int
+    size: int
+    sha256: str
+    zip64: bool
+
+    @property
+    def end(self) -> int:
+        header = 30 + len(self.name.encode()) + (20 if self.zip64 else 0)
+        descriptor = 24 if self.zip64 else 16
+        return self.offset + header + self.compressed_size + descriptor
+
+
+class ZipStream:
+    """Writes entries one after another from `offset`, after the `records` already written."""
+
+    def __init__(self, *, offset: int = 0, records: Iterable[EntryRecord] = ()):
+        self.offset = offset
+        self.records: list[EntryRecord] = list(records)
+
+    def entry(
+        self,
+        name: str,
+        chunks: Iterable[bytes],
+        *,
+        method: int,
+        when: datetime,
+        planned_size: int,
+    ) -> Iterator[bytes]:
+        """Yield the entry's bytes; its record is appended once the last byte is out."""
+        zip64 = planned_size >= ZIP64_ENTRY_THRESHOLD
+        dos_time, dos_date = dos_datetime(when)
+        encoded = name.encode()
+        extra = struct.pack("<HHQQ", 0x0001, 16, 0, 0) if zip64 else b""
+        header = struct.pack(
+            "<IHHHHHIIIHH",
+            0x04034B50,
+            45 if zip64 else 20,
+            _FLAGS,
+            method,
+            dos_time,
+            dos_date,
+            0,
+            0,
+            0,
+            len(encoded),
+            len(extra),
+        )
+        start = self.offset
+        yield self._out(header + encoded + extra)
+
+        crc, size, compressed = 0, 0, 0
+        sha = hashlib.sha256()
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -15) if method == DEFLATED else None
+        for chunk in chunks:
+            crc = zlib.crc32(chunk, crc)
+            sha.update(chunk)
+            size += len(chunk)
+            data = compressor.compress(chunk) if compressor else chunk
+            if data:
+                compressed += len(data)
+                yield self._out(data)
+        if compressor:
+            tail = compressor.flush()
+            compressed += len(tail)
+            yield self._out(tail)
+        if not zip64 and max(size, compressed) > _MAX32:
+            raise ValueError(f"{name}: grew past its planned size; plan it as ZIP64")
+        sizes = "QQ" if zip64 else "II"
+        yield self._out(struct.pack(f"<II{sizes}", 0x08074B50, crc, compressed, size))
+        self.records.append(
+            EntryRecord(
+                name,
+                start,
+                method,
+                dos_time,
+                dos_date,
+                crc,
+                compressed,
+                size,
+                sha.hexdigest(),
+                zip64,
+            )
+        )
+
+    def finish(self) -> Iterator[bytes]:
+        """The central directory and the end records, ZIP64 where the sizes demand it."""
+        directory_start = self.offset
+        for record in self.records:
+            yield self._out(_central_header(record))
+        directory_size = self.offset - directory_start
+        count = len(self.records)
+        if count > _MAX16 or directory_start > _MAX32 or directory_size > _MAX32:
+            zip64_end = self.offset
+            yield self._out(
+                struct.pack(
+                    "<IQHHIIQQQQ",
+                    0x06064B50,
+                    44,
+                    _MADE_BY,
+                    45,
+                    0,
+                    0,
+                    count,
+                    count,
+                    directory_size,
+                    directory_start,
+                )
+            )
+            yield self._out(struct.pack("<IIQI", 0x07064B50, 0, zip64_end, 1))
+        yield self._out(
+            struct.pack(
+                "<IHHHHIIH",
+                0x06054B50,
+                0,
+                0,
+                min(count, _MAX16),
+                min(count, _MAX16),
+                min(directory_size, _MAX32),
+                min(directory_start, _MAX32),
+                0,
+            )
+        )
+
+    def _out(self, data: bytes) -> bytes:
+        self.offset += len(data)
+        return data
+
+
+def _central_header(record: EntryRecord) -> bytes:
+    encoded = record.name.encode()
+    fields = []
+    if record.zip64:
+        fields += [record.size, record.compressed_size]
+    if record.offset > _MAX32:
+        fields.append(record.offset)
+    extra = struct.pack(f"<HH{len(fields)}Q", 0x0001, 8 * len(fields), *fields) if fields else b""
+    return (
+        struct.pack(
+            "<IHHHHHHIIIHHHHHII",
+            0x02014B50,
+            _MADE_BY,
+            45 if record.zip64 or record.offset > _MAX32 else 20,
+            _FLAGS,
+            record.method,
+            record.dos_time,
+            record.dos_date,
+            record.crc,
+            _MAX32 if record.zip64 else record.compressed_size,
+            _MAX32 if record.zip64 else record.size,
+            len(encoded),
+            len(extra),
+            0,
+            0,
+            0,
+            _UNIX_FILE_ATTRS,
+            _MAX32 if record.offset > _MAX32 else record.offset,
+        )
+        + encoded
+        + extra
+    )

@@ -1,0 +1,375 @@
+"""The export engine: one tick of work on one job, under a lease.
+
+A tick takes the job's lease, resumes from its checkpoint, streams the archive into the
+part sink, checkpoints after every part, and stops when the archive is published, when it
+fails, when it is cancelled, or when its time budget is spent (then it frees the lease and
+asks for another tick). Deterministic output makes a resumed archive byte-identical to
+an uninterrupted one.
+"""
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from itertools import islice
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
+
+from filesync.blobstore import BlobMissing
+
+from .archive import archive_entries, planned_size
+from .binfile.resumable_hash import ResumableSha256
+from .binfile.zipstream import EntryRecord, ZipStream
+from .errors import ExportError
+from .events import record_event
+from .models import ACTIVE_STATES, EventKind, ExportEntry, ExportJob, ExportPart, JobState
+from .sinks import PartSink, sink_for, uses_s3
+
+logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+S3_MIN_PART = 5 * MIB
+MAX_PARTS = 9_000  # below S3's 10,000, with room for an estimate that fell short
+
+
+class LeaseLost(Exception):
+    """Another worker holds the job now; this one must stop writing at once."""
+
+
+class OutOfTime(Exception):
+    """The tick's budget is spent; the checkpoint is written."""
+
+
+class Cancelled(Exception):
+    pass
+
+
+def choose_part_size(bytes_planned: int, *, s3: bool) -> int:
+    """The configured part size, grown (in whole MiB) so no archive needs too many parts."""
+    floor = max(settings.EXPORT_PART_SIZE, S3_MIN_PART if s3 else 1)
+    needed = math.ceil(bytes_planned / MAX_PARTS / MIB) * MIB
+    return max(floor, needed)
+
+
+def acquire_lease(job_id, worker: str) -> ExportJob | None:
+    """Take the job if it is active and nobody holds a live lease on it."""
+    now = timezone.now()
+    taken = (
+        ExportJob.objects.filter(pk=job_id, state__in=ACTIVE_STATES)
+        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
+        .update(
+            state=JobState.RUNNING,
+            lease_expires_at=now + timedelta(seconds=settings.EXPORT_LEASE_SECONDS),
+            heartbeat_at=now,
+            ticks=F("ticks") + 1,
+            # A first run, or a takeover from a worker that died holding the lease.
+            attempts=F("attempts")
+            + Case(When(worker="", ticks__gt=0, then=Value(0)), default=Value(1)),
+            worker=worker,
+            started_at=Case(
+                When(started_at__isnull=True, then=Value(now)), default=F("started_at")
+            ),
+        )
+    )
+    return ExportJob.objects.get(pk=job_id) if taken else None
+
+
+def run_tick(
+    job_id,
+    *,
+    worker: str,
+    tick_seconds: float | None = None,
+    requeue: Callable[[object], None] | None = None,
+) -> str:
+    """Work on the job for one tick. Returns what became of it: a JobState, or 'busy'/'lost'."""
+    job = acquire_lease(job_id, worker)
+    if job is None:
+        return "busy"
+    budget = settings.EXPORT_TICK_SECONDS if tick_seconds is None else tick_seconds
+    tick = _Tick(job, worker, deadline=time.monotonic() + budget)
+    try:
+        tick.run()
+    except OutOfTime:
+        _release(job, worker)
+        if requeue:
+            requeue(job.id)
+        return JobState.RUNNING
+    except LeaseLost:
+        logger.warning("export %s: lease lost by %s", job.id, worker)
+        return "lost"
+    except Cancelled:
+        finish_cancelled(job, tick.sink)
+        return JobState.CANCELLED
+    except Exception as error:  # every failure ends as an error event, never a broken file
+        code, message = _describe(error)
+        logger.log(
+            logging.ERROR if code == "internal_error" else logging.WARNING,
+            "export %s failed: %s",
+            job.id,
+            message,
+            exc_info=code == "internal_error",
+        )
+        data = {"code": code, "message": message}
+        _finish_without_artifact(job, tick.sink, JobState.FAILED, EventKind.ERROR, data)
+        return JobState.FAILED
+    return JobState.SUCCEEDED
+
+
+def _describe(error: Exception) -> tuple[str, str]:
+    if isinstance(error, ExportError):
+        return error.code, error.message
+    if isinstance(error, BlobMissing):
+        return "blob_missing", f"{error} Restore it from a backup or a replica, then retry."
+    if isinstance(error, (BotoCoreError, ClientError, OSError)):
+        return "storage_error", f"The storage refused a write or a read: {error}"
+    if isinstance(error, DatabaseError):
+        return "database_error", f"The database failed: {error}"
+    return "internal_error", f"Unexpected error ({type(error).__name__}); see the worker's log."
+
+
+def _release(job: ExportJob, worker: str) -> None:
+    ExportJob.objects.filter(pk=job.pk, worker=worker).update(worker="", lease_expires_at=None)
+
+
+def finish_cancelled(job: ExportJob, sink: PartSink | None = None) -> None:
+    """End a job whose lease the caller holds as cancelled, aborting any parts it wrote."""
+    if sink is None and job.part_size:
+        sink = sink_for(job)
+    _finish_without_artifact(job, sink, JobState.CANCELLED, EventKind.CANCELLED, {})
+
+
+def _finish_without_artifact(job, sink: PartSink | None, state, kind, data: dict) -> None:
+    """Fail or cancel: abort the upload, drop the parts, record the outcome."""
+    if sink is not None:
+        try:
+            sink.abort()
+        except Exception:  # the reaper removes abandoned parts later
+            logger.warning("export %s: could not abort its parts", job.pk, exc_info=True)
+    with transaction.atomic():
+        ExportEntry.objects.filter(job=job).delete()
+        ExportPart.objects.filter(job=job).delete()
+        ExportJob.objects.filter(pk=job.pk).update(
+            state=state,
+            worker="",
+            lease_expires_at=None,
+            hash_state=None,
+            finished_at=timezone.now(),
+            error_code=data.get("code", ""),
+            error_message=data.get("message", ""),
+        )
+        record_event(job.pk, kind, data)
+
+
+class _Tick:
+    def __init__(self, job: ExportJob, worker: str, deadline: float):
+        self.job = job
+        self.worker = worker
+        self.deadline = deadline
+        self.sink: PartSink | None = None
+        self.last_progress = 0.0
+        self.last_alive = time.monotonic()
+
+    def run(self) -> None:
+        job = self.job
+        if job.cancel_requested:
+            raise Cancelled
+        if job.part_size == 0:
+            self._start()
+        else:
+            self.sink = sink_for(job)
+            self.sink.resume(job.bytes_flushed)
+        records = [_record(row) for row in job.entries.order_by("index")]
+        self.persisted = len(records)
+        boundary = records[-1].end if records else 0
+        self.drop = job.bytes_flushed - boundary
+        self.flushed = job.bytes_flushed
+        self.hasher = ResumableSha256(job.hash_state) if job.hash_state else ResumableSha256()
+        self.etags = list(job.parts.order_by("number").values_list("etag", flat=True))
+        self.buffer = bytearray()
+        self.writer = ZipStream(offset=boundary, records=records)
+
+        entries = archive_entries(job, digest_records=lambda: self.writer.records)
+        for index, spec in enumerate(islice(entries, self.persisted, None), start=self.persisted):
+            self._between_entries()
+            for chunk in self.writer.entry(
+                spec.name,
+                spec.chunks(),
+                method=spec.method,
+                when=spec.when,
+                planned_size=spec.planned_size,
+            ):
+                self._emit(chunk)
+            job.items_done = index + 1
+        for chunk in self.writer.finish():
+            self._emit(chunk)
+        self._flush(bytes(self.buffer))
+        self._publish()
+
+    def _start(self) -> None:
+        job = self.job
+        items, size = planned_size(job)
+        job.part_size = choose_part_size(size, s3=uses_s3())
+        self.sink = sink_for(job)
+        job.sink_state = self.sink.begin()
+        job.items_total, job.bytes_total = items, size
+        ExportJob.objects.filter(pk=job.pk, worker=self.worker).update(
+            part_size=job.part_size, sink_state=job.sink_state, items_total=items, bytes_total=size
+        )
+
+    def _emit(self, data: bytes) -> None:
+        if self.drop:
+            cut = min(self.drop, len(data))
+            self.drop -= cut
+            self.job.bytes_replayed += cut
+            data = data[cut:]
+        self.buffer += data
+        size = self.job.part_size
+        while len(self.buffer) >= size:
+            part = bytes(self.buffer[:size])
+            del self.buffer[:size]
+            self._flush(part)
+            if time.monotonic() > self.deadline:
+                raise OutOfTime
+
+    def _flush(self, part: bytes) -> None:
+        """Write one part durably, then checkpoint exactly the bytes now durable."""
+        if not part:
+            return
+        job = self.job
+        number = self.flushed // job.part_size + 1
+        etag = self.sink.write_part(number, part)
+        self.hasher.update(part)
+        self.flushed += len(part)
+        self.etags.append(etag)
+        durable = [r for r in self.writer.records[self.persisted :] if r.end <= self.flushed]
+        with transaction.atomic():
+            alive = ExportJob.objects.filter(pk=job.pk, worker=self.worker).update(
+                bytes_flushed=self.flushed,
+                hash_state=self.hasher.state(),
+                bytes_done=self.flushed,
+                items_done=job.items_done,
+                parts_done=number,
+                part_writes=F("part_writes") + 1,
+                bytes_replayed=job.bytes_replayed,
+                **self._lease(),
+            )
+            if not alive:
+                raise LeaseLost
+            ExportPart.objects.update_or_create(
+                job=job, number=number, defaults={"size": len(part), "etag": etag}
+            )
+            ExportEntry.objects.bulk_create(
+                _row(job, self.persisted + i, r) for i, r in enumerate(durable)
+            )
+        self.persisted += len(durable)
+        self._progress(force=False)
+
+    def _lease(self) -> dict:
+        now = timezone.now()
+        self.last_alive = time.monotonic()
+        return {
+            "heartbeat_at": now,
+            "lease_expires_at": now + timedelta(seconds=settings.EXPORT_LEASE_SECONDS),
+        }
+
+    def _between_entries(self) -> None:
+        """Cooperative cancel, and a heartbeat when parts are slow to fill."""
+        if time.monotonic() - self.last_alive < 1.0:
+            return
+        job = self.job
+        if ExportJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
+            raise Cancelled
+        if not ExportJob.objects.filter(pk=job.pk, worker=self.worker).update(
+            items_done=job.items_done, **self._lease()
+        ):
+            raise LeaseLost
+        self._progress(force=False)
+
+    def _progress(self, *, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_progress < settings.EXPORT_PROGRESS_INTERVAL:
+            return
+        self.last_progress = now
+        job = self.job
+        record_event(
+            job.pk,
+            EventKind.PROGRESS,
+            {
+                "items_done": job.items_done,
+                "items_total": job.items_total,
+                "bytes_done": self.flushed,
+                "bytes_total": max(job.bytes_total, self.flushed),
+            },
+        )
+
+    def _publish(self) -> None:
+        job = self.job
+        sha256 = self.hasher.hexdigest()
+        name = self.sink.publish(self.etags, self.flushed)
+        now = timezone.now()
+        expires_at = now + timedelta(seconds=settings.EXPORT_TTL_SECONDS)
+        with transaction.atomic():
+            if not ExportJob.objects.filter(pk=job.pk, worker=self.worker).update(
+                state=JobState.SUCCEEDED,
+                artifact_name=name,
+                artifact_size=self.flushed,
+                artifact_sha256=sha256,
+                expires_at=expires_at,
+                items_done=job.items_total,
+                bytes_done=self.flushed,
+                bytes_total=self.flushed,
+                finished_at=now,
+                worker="",
+                lease_expires_at=None,
+                hash_state=None,
+            ):
+                raise LeaseLost
+            ExportEntry.objects.filter(job=job).delete()
+            ExportPart.objects.filter(job=job).delete()
+            record_event(
+                job.pk,
+                EventKind.END,
+                {
+                    "artifact": name,
+                    "size": self.flushed,
+                    "sha256": sha256,
+                    "expires_at": expires_at.isoformat(),
+                },
+            )
+
+
+def _record(row: ExportEntry) -> EntryRecord:
+    return EntryRecord(
+        row.name,
+        row.offset,
+        row.method,
+        row.dos_time,
+        row.dos_date,
+        row.crc,
+        row.compressed_size,
+        row.size,
+        row.sha256,
+        row.zip64,
+    )
+
+
+def _row(job: ExportJob, index: int, record: EntryRecord) -> ExportEntry:
+    return ExportEntry(
+        job=job,
+        index=index,
+        name=record.name,
+        offset=record.offset,
+        method=record.method,
+        dos_time=record.dos_time,
+        dos_date=record.dos_date,
+        crc=record.crc,
+        compressed_size=record.compressed_size,
+        size=record.size,
+        sha256=record.sha256,
+        zip64=record.zip64,
+    )

@@ -1,0 +1,196 @@
+"""Export jobs: create (pin the plan), cancel, and the housekeeping the scheduler runs."""
+
+import logging
+import os
+from datetime import timedelta
+from uuid import UUID
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from filesync.access import require_team_role
+from filesync.models import File, FileLibrary, Project, Snapshot
+
+from .archive import planned_size
+from .engine import acquire_lease, finish_cancelled
+from .events import record_event
+from .models import (
+    ACTIVE_STATES,
+    EventKind,
+    ExportJob,
+    JobState,
+    LibrariesMode,
+    PinnedFile,
+    PinnedRelation,
+)
+from .queue import enqueue_export
+from .sinks import PARTIALS, exports_storage, uses_s3
+
+logger = logging.getLogger(__name__)
+
+
+def _linked_libraries(file_ids: set[UUID]) -> list[tuple[UUID, UUID]]:
+    return list(
+        FileLibrary.objects.filter(file_id__in=file_ids).values_list("file_id", "library_id")
+    )
+
+
+def _library_closure(file_ids: set[UUID]) -> tuple[set[UUID], list[tuple[UUID, UUID]]]:
+    """Libraries used by the files, transitively, and every link among them all."""
+    seen, frontier, links = set(file_ids), set(file_ids), set()
+    while frontier:
+        found = _linked_libraries(frontier)
+        links.update(found)
+        frontier = {library for _, library in found} - seen
+        seen |= frontier
+    return seen - file_ids, sorted(links)
+
+
+def _files_to_export(*, file_ids, project, snapshot) -> list[tuple[File, Snapshot | None]]:
+    if sum(x is not None and x != [] for x in (file_ids, project, snapshot)) != 1:
+        raise ValidationError("Give exactly one of: files, a project, a snapshot.")
+    if snapshot is not None:
+        return [(snapshot.file, snapshot)]
+    if project is not None:
+        files = list(project.files.filter(deleted_at__isnull=True).order_by("id"))
+        if not files:
+            raise ValidationError({"project": "The project has no files to export."})
+        return [(file, None) for file in files]
+    files = {f.id: f for f in File.objects.filter(pk__in=file_ids, deleted_at__isnull=True)}
+    if missing := [str(i) for i in file_ids if UUID(str(i)) not in files]:
+        raise ValidationError({"files": f"No such file: {', '.join(missing)}."})
+    return [(files[i], None) for i in sorted(files)]
+
+
+def create_export_job(
+    *,
+    user=None,
+    file_ids: list[UUID] | None = None,
+    project: Project | None = None,
+    snapshot: Snapshot | None = None,
+    libraries: str = LibrariesMode.ALL,
+    enqueue: bool = True,
+) -> ExportJob:
+    """Pin what the job will export, so its work and its total are known up front.
+
+    `user=None` is an operator at the command line; anyone else must be able to read
+    every file (an outsider gets a 404, as for any file they cannot see).
+    """
+    if libraries not in LibrariesMode.values:
+        raise ValidationError({"libraries": f"Must be one of {', '.join(LibrariesMode.values)}."})
+    chosen = _files_to_export(file_ids=file_ids, project=project, snapshot=snapshot)
+    if user is not None:
+        for team_id in {file.project.team_id for file, _ in chosen}:
+            require_team_role(user, team_id)
+    exported = {file.id for file, _ in chosen}
+    extra, links = _library_closure(exported) if libraries != LibrariesMode.DETACH else (set(), [])
+    if libraries == LibrariesMode.MERGE:
+        extra = {library for file, library in _linked_libraries(exported)} - exported
+        links = []
+    role = (
+        PinnedFile.Role.LIBRARY if libraries == LibrariesMode.ALL else PinnedFile.Role.MERGE_SOURCE
+    )
+    pins = [(file, snap, PinnedFile.Role.FILE) for file, snap in chosen] + [
+        (file, None, role) for file in File.objects.filter(pk__in=extra).order_by("id")
+    ]
+    with transaction.atomic():
+        job = ExportJob.objects.create(
+            created_by=user,
+            project=project or chosen[0][0].project,
+            libraries=libraries,
+        )
+        PinnedFile.objects.bulk_create(
+            PinnedFile(
+                job=job,
+                position=n,
+                file=file,
+                snapshot=snap,
+                role=pin_role,
+                revision=snap.revision if snap else file.revision,
+            )
+            for n, (file, snap, pin_role) in enumerate(pins)
+        )
+        PinnedRelation.objects.bulk_create(
+            PinnedRelation(job=job, file_id=file_id, library_id=library_id)
+            for file_id, library_id in links
+        )
+        job.items_total, job.bytes_total = planned_size(job)
+        job.save(update_fields=["items_total", "bytes_total"])
+        record_event(job.pk, EventKind.QUEUED, {"items_total": job.items_total})
+        if enqueue:
+            transaction.on_commit(lambda: enqueue_export(job.pk))
+    return job
+
+
+def request_cancel(*, job: ExportJob) -> ExportJob:
+    """Cancel now if no worker holds the job; else ask its worker, which stops within a second."""
+    if job.state not in ACTIVE_STATES:
+        raise ValidationError(
+            f"The job is {job.state}; only a queued or running job can be cancelled."
+        )
+    ExportJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+    if acquire_lease(job.pk, worker="canceller"):
+        finish_cancelled(job)
+    job.refresh_from_db()
+    return job
+
+
+def requeue_stalled_jobs() -> list[UUID]:
+    """Jobs whose worker died (lease expired), or whose task was lost, go back on the queue."""
+    now = timezone.now()
+    lease = timedelta(seconds=settings.EXPORT_LEASE_SECONDS)
+    stalled = (
+        ExportJob.objects.filter(state__in=ACTIVE_STATES, created_at__lt=now - lease / 4)
+        .filter(Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True))
+        .filter(Q(requeued_at__isnull=True) | Q(requeued_at__lt=now - lease))
+    )
+    job_ids = list(stalled.values_list("id", flat=True))
+    ExportJob.objects.filter(pk__in=job_ids).update(requeued_at=now)
+    for job_id in job_ids:
+        logger.info("export %s: stalled, queued again", job_id)
+        enqueue_export(job_id)
+    return job_ids
+
+
+def expire_artifacts() -> int:
+    """Delete artifacts past their expiry; their jobs become `expired` (downloads answer 410)."""
+    expired = ExportJob.objects.filter(state=JobState.SUCCEEDED, expires_at__lt=timezone.now())
+    count = 0
+    for job in expired:
+        exports_storage().delete(job.artifact_name)
+        ExportJob.objects.filter(pk=job.pk, state=JobState.SUCCEEDED).update(state=JobState.EXPIRED)
+        count += 1
+    return count
+
+
+def remove_abandoned_parts() -> int:
+    """Partial files and multipart uploads left by jobs that are no longer active."""
+    active = {
+        str(i)
+        for i in ExportJob.objects.filter(state__in=ACTIVE_STATES).values_list("id", flat=True)
+    }
+    removed = 0
+    if uses_s3():
+        storage = exports_storage()
+        client = storage.connection.meta.client
+        prefix = storage._normalize_name("artifacts/")
+        uploads = client.list_multipart_uploads(Bucket=storage.bucket_name, Prefix=prefix)
+        for upload in uploads.get("Uploads", []):
+            job_id = os.path.basename(upload["Key"]).removesuffix(".zip")
+            if job_id not in active:
+                client.abort_multipart_upload(
+                    Bucket=storage.bucket_name, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+                removed += 1
+        return removed
+    storage = exports_storage()
+    if not storage.exists(PARTIALS):
+        return 0
+    for name in storage.listdir(PARTIALS)[1]:
+        if name.removesuffix(".zip.part") not in active:
+            storage.delete(f"{PARTIALS}/{name}")
+            removed += 1
+    return removed

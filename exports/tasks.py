@@ -1,0 +1,23 @@
+"""django-q2 entry points. Thin: each calls the engine or a service."""
+
+import os
+import socket
+import uuid
+
+from . import services
+from .engine import run_tick
+from .queue import enqueue_export
+
+
+def run_export(job_id: str) -> str:
+    worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return run_tick(job_id, worker=worker, requeue=enqueue_export)
+
+
+def maintain() -> dict:
+    """Scheduled every minute: resume stalled jobs, expire artifacts, drop abandoned parts."""
+    return {
+        "requeued": len(services.requeue_stalled_jobs()),
+        "expired": services.expire_artifacts(),
+        "abandoned_parts_removed": services.remove_abandoned_parts(),
+    }
