@@ -52,8 +52,9 @@ class Cancelled(Exception):
 def choose_part_size(bytes_planned: int, *, s3: bool) -> int:
     """The configured part size, grown (in whole MiB) so no archive needs too many parts."""
     floor = max(settings.EXPORT_PART_SIZE, S3_MIN_PART if s3 else 1)
-    needed = math.ceil(bytes_planned / MAX_PARTS / MIB) * MIB
-    return max(floor, needed)
+    if bytes_planned <= floor * MAX_PARTS:
+        return floor
+    return math.ceil(bytes_planned / MAX_PARTS / MIB) * MIB
 
 
 def acquire_lease(job_id, worker: str) -> ExportJob | None:

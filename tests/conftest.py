@@ -7,6 +7,7 @@ an S3 endpoint on loopback; the session starts moto's server there and stops it 
 import io
 import os
 import uuid
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import boto3
@@ -166,3 +167,52 @@ def api_for():
         return client
 
     return client_for
+
+
+@dataclass
+class Workspace:
+    project: object
+    library: object
+    designs: list
+    media: list
+
+
+@pytest.fixture
+def workspace(project, library, settings) -> Workspace:
+    """Two designs using a library's component, colour and typography, with media.
+
+    Media are large enough (3 parts of the configured part size) that an export spans
+    several parts on any sink.
+    """
+    part = max(
+        settings.EXPORT_PART_SIZE, 5 * 2**20 if django_settings.AWS_STORAGE_BUCKET_NAME else 0
+    )
+    designs, media = [], []
+    for n in range(2):
+        design = services.create_file(project=project, name=f"Design {n}")
+        services.link_library(file=design, library=library)
+        picture = services.add_media(
+            file=design,
+            name=f"photo-{n}.png",
+            stream=io.BytesIO(b"\x89PNG\r\n\x1a\n" + os.urandom(int(part * 1.5))),
+            content_type="image/png",
+        )
+        for p in range(3):
+            services.add_page(
+                file=design,
+                name=f"Page {p}",
+                objects={
+                    "c": {
+                        "type": "component-instance",
+                        "component_file": str(library.id),
+                        "component_id": "btn",
+                    },
+                    "f": {"type": "rect", "fill_color_ref": {"file": str(library.id), "id": "red"}},
+                    "t": {"type": "text", "typography_ref": {"file": str(library.id), "id": "h1"}},
+                    "i": {"type": "image", "image": str(picture.id)},
+                    "l": {"type": "rect", "fill_color_ref": {"file": str(design.id), "id": "own"}},
+                },
+            )
+        designs.append(design)
+        media.append(picture)
+    return Workspace(project=project, library=library, designs=designs, media=media)
