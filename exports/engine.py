@@ -86,13 +86,14 @@ def run_tick(
     worker: str,
     tick_seconds: float | None = None,
     requeue: Callable[[object], None] | None = None,
+    on_progress: Callable[[ExportJob], None] | None = None,
 ) -> str:
     """Work on the job for one tick. Returns what became of it: a JobState, or 'busy'/'lost'."""
     job = acquire_lease(job_id, worker)
     if job is None:
         return "busy"
     budget = settings.EXPORT_TICK_SECONDS if tick_seconds is None else tick_seconds
-    tick = _Tick(job, worker, deadline=time.monotonic() + budget)
+    tick = _Tick(job, worker, deadline=time.monotonic() + budget, on_progress=on_progress)
     try:
         tick.run()
     except OutOfTime:
@@ -167,8 +168,9 @@ def _finish_without_artifact(job, sink: PartSink | None, state, kind, data: dict
 
 
 class _Tick:
-    def __init__(self, job: ExportJob, worker: str, deadline: float):
+    def __init__(self, job: ExportJob, worker: str, deadline: float, on_progress=None):
         self.job = job
+        self.on_progress = on_progress
         self.worker = worker
         self.deadline = deadline
         self.sink: PartSink | None = None
@@ -297,6 +299,9 @@ class _Tick:
             return
         self.last_progress = now
         job = self.job
+        job.bytes_done = self.flushed
+        if self.on_progress:
+            self.on_progress(job)
         record_event(
             job.pk,
             EventKind.PROGRESS,

@@ -127,3 +127,18 @@ def sink_for(job) -> PartSink:
     if uses_s3():
         return S3MultipartSink(storage, job.id, job.sink_state.get("upload_id", ""))
     return FilesystemSink(storage, job.id, job.part_size)
+
+
+def artifact_location(name: str) -> str:
+    """Where an operator finds the artifact: a path, or an s3:// URI."""
+    storage = exports_storage()
+    if uses_s3():
+        return f"s3://{storage.bucket_name}/{storage._normalize_name(name)}"
+    return storage.path(name)
+
+
+def copy_artifact(name: str, destination) -> None:
+    """Stream the artifact out of storage into a local file, a chunk at a time."""
+    with exports_storage().open(name, "rb") as artifact, open(destination, "wb") as out:
+        while chunk := artifact.read(1024 * 1024):
+            out.write(chunk)

@@ -1,0 +1,124 @@
+import os
+import time
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from exports import services
+from exports.engine import run_tick
+from exports.models import ExportJob, JobState, LibrariesMode
+from exports.selectors import events_after
+from exports.sinks import artifact_location, copy_artifact
+from filesync.models import Project, Snapshot
+
+POLL_SECONDS = 0.2
+
+
+class Command(BaseCommand):
+    help = (
+        "Export files to a binfile. Runs the export engine here with a progress bar, or, "
+        "with --queue, hands it to the workers and follows its events. On success the last "
+        "line is the artifact's sha256 and location."
+    )
+
+    def add_arguments(self, parser):
+        what = parser.add_mutually_exclusive_group(required=True)
+        what.add_argument("--project", help="Export every file of this project.")
+        what.add_argument("--file", nargs="+", dest="files", help="Export these files.")
+        what.add_argument("--snapshot", help="Export a file as it was at this snapshot.")
+        parser.add_argument("--libraries", choices=LibrariesMode.values, default="all")
+        parser.add_argument("--out", help="Also copy the artifact to this path.")
+        parser.add_argument("--queue", action="store_true", help="Run in the workers.")
+        parser.add_argument("--user", help="Username the job belongs to (default: none).")
+
+    def handle(self, *args, **options):
+        job = self._create(options)
+        if options["queue"]:
+            self.stdout.write(str(job.id))
+            self.stdout.flush()
+            job = self._follow(job, options["verbosity"])
+        else:
+            job = self._run_here(job, options["verbosity"])
+        if job.state != JobState.SUCCEEDED:
+            reason = job.error_message or f"the job ended {job.state}"
+            raise CommandError(f"Export {job.id} failed ({job.error_code or job.state}): {reason}")
+        location = artifact_location(job.artifact_name)
+        if options["out"]:
+            copy_artifact(job.artifact_name, options["out"])
+            location = os.path.abspath(options["out"])
+        self.stdout.write(f"{job.artifact_sha256}  {location}")
+
+    def _create(self, options) -> ExportJob:
+        user = None
+        if options["user"]:
+            try:
+                user = get_user_model().objects.get(username=options["user"])
+            except get_user_model().DoesNotExist:
+                raise CommandError(f"No user named {options['user']!r}.") from None
+        try:
+            return services.create_export_job(
+                user=user,
+                file_ids=options["files"],
+                project=_get(Project, options["project"], "project"),
+                snapshot=_get(Snapshot, options["snapshot"], "snapshot"),
+                libraries=options["libraries"],
+                enqueue=options["queue"],
+            )
+        except ValidationError as error:
+            raise CommandError("; ".join(error.messages)) from None
+
+    def _bar(self, job: ExportJob, verbosity: int) -> tqdm:
+        return tqdm(
+            total=job.bytes_total,
+            unit="B",
+            unit_scale=True,
+            desc="export",
+            file=self.stderr._out,
+            disable=verbosity == 0,
+        )
+
+    def _run_here(self, job: ExportJob, verbosity: int) -> ExportJob:
+        worker = f"cli:{os.getpid()}"
+        with self._bar(job, verbosity) as bar:
+
+            def show(progress: ExportJob) -> None:
+                bar.total = max(bar.total, progress.bytes_done)
+                bar.update(progress.bytes_done - bar.n)
+
+            while run_tick(job.pk, worker=worker, on_progress=show) == JobState.RUNNING:
+                pass
+            return _settle(bar, job)
+
+    def _follow(self, job: ExportJob, verbosity: int) -> ExportJob:
+        """Read the job's events from the database until a terminal one arrives."""
+        seq = 0
+        with self._bar(job, verbosity) as bar:
+            while True:
+                for event in events_after(job.pk, seq):
+                    seq = event.seq
+                    if event.kind == "progress":
+                        bar.total = max(bar.total, event.data["bytes_total"])
+                        bar.update(event.data["bytes_done"] - bar.n)
+                    elif event.kind in ("end", "error", "cancelled"):
+                        return _settle(bar, job)
+                time.sleep(POLL_SECONDS)
+
+
+def _settle(bar: tqdm, job: ExportJob) -> ExportJob:
+    """Close the bar on the job's final figures (the planned total was an estimate)."""
+    job.refresh_from_db()
+    if job.state == JobState.SUCCEEDED:
+        bar.total = job.bytes_done
+    bar.update(max(0, job.bytes_done - bar.n))
+    return job
+
+
+def _get(model, pk, label):
+    if pk is None:
+        return None
+    try:
+        return model.objects.get(pk=pk)
+    except (model.DoesNotExist, ValidationError, ValueError):
+        raise CommandError(f"No {label} with id {pk}.") from None
