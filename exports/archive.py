@@ -26,6 +26,7 @@ from .models import ExportJob, LibrariesMode, PinnedFile
 GENERATED_BY = "ferry/1.0"
 #: A rough size of a page or metadata entry, for the progress total before anything is read.
 JSON_ENTRY_ESTIMATE = 16 * 1024
+PAGE_BATCH = 50
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class EntrySpec:
     when: datetime
     planned_size: int
     chunks: Callable[[], Iterable[bytes]]
+    expected_sha256: str = ""  # blobs: the bytes read must hash to the blob's name
 
 
 def _json_entry(name: str, when: datetime, document: Callable[[], object]) -> EntrySpec:
@@ -175,7 +177,24 @@ def _manifest(job: ExportJob, content: PinnedContent) -> dict:
     )
 
 
+class _PageLoader:
+    """Loads a file's pages a batch at a time, as the entries ask for them in order."""
+
+    def __init__(self, state: FileState, page_ids: list):
+        self.state = state
+        self.page_ids = page_ids
+        self.loaded: dict = {}
+
+    def get(self, position: int):
+        page_id = self.page_ids[position]
+        if page_id not in self.loaded:
+            batch = self.page_ids[position : position + PAGE_BATCH]
+            self.loaded = {page.id: page for page in self.state.pages_with_ids(batch)}
+        return self.loaded[page_id]
+
+
 def _file_entries(job: ExportJob, content: PinnedContent, pin: PinnedFile) -> Iterator[EntrySpec]:
+    """A file's entries. Its revision is checked before and after: an edit in between fails."""
     state = content.state(pin)
     file_id = str(pin.file_id)
     when = state.modified_at
@@ -184,10 +203,12 @@ def _file_entries(job: ExportJob, content: PinnedContent, pin: PinnedFile) -> It
         binfile.file_entry(file_id), when, lambda: _file_document(state, content, mode)
     )
     libraries = {str(p.file_id) for p in content.merge_sources}
-    for page_id in state.page_ids():
+    page_ids = state.page_ids()
+    loader = _PageLoader(state, page_ids)
+    for position, page_id in enumerate(page_ids):
 
-        def page_document(page_id=page_id):
-            page = content.state(pin).page(page_id)
+        def page_document(position=position):
+            page = loader.get(position)
             return {
                 "id": str(page.id),
                 "index": page.index,
@@ -206,7 +227,7 @@ def _file_entries(job: ExportJob, content: PinnedContent, pin: PinnedFile) -> It
             "blob": media.blob_id,
         }
         yield _json_entry(binfile.media_entry(file_id, media.id), when, lambda d=document: d)
-    content.state(pin)  # the file must still be at its pinned revision once it is all out
+    content.state(pin)
 
 
 def _blob_entries(content: PinnedContent, when: datetime) -> Iterator[EntrySpec]:
@@ -219,6 +240,7 @@ def _blob_entries(content: PinnedContent, when: datetime) -> Iterator[EntrySpec]
             when,
             size,
             lambda sha256=sha256: blobstore.iter_blob(sha256),
+            expected_sha256=sha256,
         )
 
 

@@ -193,7 +193,8 @@ class _Tick:
         self.flushed = job.bytes_flushed
         self.hasher = ResumableSha256(job.hash_state) if job.hash_state else ResumableSha256()
         self.etags = list(job.parts.order_by("number").values_list("etag", flat=True))
-        self.buffer = bytearray()
+        self.buffer: list[bytes] = []
+        self.buffered = 0
         self.writer = ZipStream(offset=boundary, records=records)
 
         entries = archive_entries(job, digest_records=lambda: self.writer.records)
@@ -207,10 +208,16 @@ class _Tick:
                 planned_size=spec.planned_size,
             ):
                 self._emit(chunk)
+            if spec.expected_sha256 and self.writer.records[-1].sha256 != spec.expected_sha256:
+                raise ExportError(
+                    "blob_corrupt",
+                    f"Blob {spec.expected_sha256} in storage no longer matches its sha256. "
+                    "Restore it from a backup or a replica, then retry.",
+                )
             job.items_done = index + 1
         for chunk in self.writer.finish():
             self._emit(chunk)
-        self._flush(bytes(self.buffer))
+        self._flush(b"".join(self.buffer))
         self._publish()
 
     def _start(self) -> None:
@@ -230,12 +237,19 @@ class _Tick:
             self.drop -= cut
             self.job.bytes_replayed += cut
             data = data[cut:]
-        self.buffer += data
+        if not data:
+            return
+        self.buffer.append(data)
+        self.buffered += len(data)
         size = self.job.part_size
-        while len(self.buffer) >= size:
-            part = bytes(self.buffer[:size])
-            del self.buffer[:size]
-            self._flush(part)
+        if self.buffered < size:
+            return
+        pending = b"".join(self.buffer)
+        whole = len(pending) - len(pending) % size
+        self.buffer = [pending[whole:]]
+        self.buffered = len(self.buffer[0])
+        for start in range(0, whole, size):
+            self._flush(pending[start : start + size])
             if time.monotonic() > self.deadline:
                 raise OutOfTime
 

@@ -3,8 +3,9 @@
 See docs/binfile.md. Pure Python: nothing here knows of Django.
 """
 
-import json
 from collections.abc import Iterable
+
+import orjson
 
 from .zipstream import EntryRecord
 
@@ -51,10 +52,8 @@ class BinfileError(Exception):
 
 
 def encode_json(document) -> bytes:
-    """Deterministic JSON: sorted keys, compact separators, UTF-8."""
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-    ).encode()
+    """Deterministic JSON: sorted keys, compact separators, UTF-8 (orjson, for speed)."""
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
 
 
 def is_precompressed(content_type: str) -> bool:

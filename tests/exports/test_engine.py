@@ -286,3 +286,14 @@ def test_part_size_grows_so_no_archive_needs_more_than_s3s_part_cap(settings):
     settings.EXPORT_PART_SIZE = 1024
     assert choose_part_size(10**6, s3=True) == 5 * 2**20  # S3's minimum part
     assert choose_part_size(10**6, s3=False) == 1024
+
+
+def test_a_blob_corrupted_in_storage_fails_the_export(workspace):
+    from filesync.blobstore import write_blob
+
+    sha = workspace.media[0].blob_id
+    write_blob(sha, __import__("io").BytesIO(b"\x89PNG not the same bytes"))
+    job = run_to_end(export(project=workspace.project))
+    assert job.state == JobState.FAILED
+    assert job.error_code == "blob_corrupt" and sha in job.error_message
+    assert stored_names("exports") == []
