@@ -28,6 +28,7 @@ from .binfile.zipstream import EntryRecord, ZipStream
 from .errors import ExportError
 from .events import record_event
 from .models import ACTIVE_STATES, EventKind, ExportEntry, ExportJob, ExportPart, JobState
+from .partwriter import PartWriter, WrittenPart
 from .sinks import PartSink, sink_for, uses_s3
 
 logger = logging.getLogger(__name__)
@@ -190,12 +191,21 @@ class _Tick:
         self.persisted = len(records)
         boundary = records[-1].end if records else 0
         self.drop = job.bytes_flushed - boundary
-        self.flushed = job.bytes_flushed
+        self.flushed = self.produced = job.bytes_flushed
         self.hasher = ResumableSha256(job.hash_state) if job.hash_state else ResumableSha256()
         self.etags = list(job.parts.order_by("number").values_list("etag", flat=True))
         self.buffer: list[bytes] = []
         self.buffered = 0
         self.writer = ZipStream(offset=boundary, records=records)
+        self.parts = PartWriter(self.sink, self.hasher)
+        try:
+            self._write_archive()
+        finally:
+            self.parts.stop()
+        self._publish()
+
+    def _write_archive(self) -> None:
+        job = self.job
 
         entries = archive_entries(job, digest_records=lambda: self.writer.records)
         for index, spec in enumerate(islice(entries, self.persisted, None), start=self.persisted):
@@ -217,8 +227,9 @@ class _Tick:
             job.items_done = index + 1
         for chunk in self.writer.finish():
             self._emit(chunk)
-        self._flush(b"".join(self.buffer))
-        self._publish()
+        if self.buffered:
+            self._submit(b"".join(self.buffer))
+        self._checkpoint(self.parts.finish())
 
     def _start(self) -> None:
         job = self.job
@@ -249,37 +260,44 @@ class _Tick:
         self.buffer = [pending[whole:]]
         self.buffered = len(self.buffer[0])
         for start in range(0, whole, size):
-            self._flush(pending[start : start + size])
-            if time.monotonic() > self.deadline:
-                raise OutOfTime
+            self._submit(pending[start : start + size])
 
-    def _flush(self, part: bytes) -> None:
-        """Write one part durably, then checkpoint exactly the bytes now durable."""
-        if not part:
+    def _submit(self, part: bytes) -> None:
+        """Hand a part to the writer; checkpoint what it has finished; stop when out of time."""
+        number = self.produced // self.job.part_size + 1
+        self.produced += len(part)
+        self.parts.submit(number, part)
+        self._checkpoint(self.parts.completed())
+        if time.monotonic() > self.deadline:
+            self._checkpoint(self.parts.finish())
+            raise OutOfTime
+
+    def _checkpoint(self, written: list[WrittenPart]) -> None:
+        """Record exactly the bytes now durable: never a cursor ahead of its data."""
+        if not written:
             return
         job = self.job
-        number = self.flushed // job.part_size + 1
-        etag = self.sink.write_part(number, part)
-        self.hasher.update(part)
-        self.flushed += len(part)
-        self.etags.append(etag)
+        for part in written:
+            self.flushed += part.size
+            self.etags.append(part.etag)
         durable = [r for r in self.writer.records[self.persisted :] if r.end <= self.flushed]
         with transaction.atomic():
             alive = ExportJob.objects.filter(pk=job.pk, worker=self.worker).update(
                 bytes_flushed=self.flushed,
-                hash_state=self.hasher.state(),
+                hash_state=written[-1].hash_state,
                 bytes_done=self.flushed,
                 items_done=job.items_done,
-                parts_done=number,
-                part_writes=F("part_writes") + 1,
+                parts_done=written[-1].number,
+                part_writes=F("part_writes") + len(written),
                 bytes_replayed=job.bytes_replayed,
                 **self._lease(),
             )
             if not alive:
                 raise LeaseLost
-            ExportPart.objects.update_or_create(
-                job=job, number=number, defaults={"size": len(part), "etag": etag}
-            )
+            for part in written:
+                ExportPart.objects.update_or_create(
+                    job=job, number=part.number, defaults={"size": part.size, "etag": part.etag}
+                )
             ExportEntry.objects.bulk_create(
                 _row(job, self.persisted + i, r) for i, r in enumerate(durable)
             )

@@ -1,7 +1,9 @@
 """The document store: teams, projects, files made of pages, media blobs, libraries, snapshots."""
 
+import json
 import uuid
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -12,6 +14,13 @@ from django.db.models import F, Q
 DATA_VERSION = 1
 
 sha256_validator = RegexValidator(r"^[0-9a-f]{64}$", "A sha256 is 64 lowercase hex digits.")
+
+
+class FastJSONDecoder(json.JSONDecoder):
+    """Page objects are the bulk of what an export reads; orjson parses them ~4x faster."""
+
+    def decode(self, s, *args):
+        return orjson.loads(s)
 
 
 def empty_assets() -> dict:
@@ -114,7 +123,7 @@ class Page(models.Model):
     name = models.CharField(max_length=250)
     #: {object_id: {...}}; named so it leaves `objects` to the manager. The API and the
     #: binfile call it "objects".
-    object_map = models.JSONField(default=dict, blank=True)
+    object_map = models.JSONField(default=dict, blank=True, decoder=FastJSONDecoder)
 
     class Meta:
         ordering = ["file", "index"]
@@ -221,7 +230,7 @@ class SnapshotPage(models.Model):
     page_id = models.UUIDField()
     index = models.PositiveIntegerField()
     name = models.CharField(max_length=250)
-    object_map = models.JSONField(default=dict)
+    object_map = models.JSONField(default=dict, decoder=FastJSONDecoder)
 
     class Meta:
         ordering = ["snapshot", "index"]

@@ -17,6 +17,7 @@ POLL_SECONDS = 0.2
 
 
 class Command(BaseCommand):
+    requires_system_checks: list = []  # an operator tool: start fast, like dumpdata
     help = (
         "Export files to a binfile. Runs the export engine here with a progress bar, or, "
         "with --queue, hands it to the workers and follows its events. On success the last "

@@ -8,6 +8,7 @@ from exports.selectors import describe_job
 
 
 class Command(BaseCommand):
+    requires_system_checks: list = []  # an operator tool: start fast, like dumpdata
     help = "List export jobs, or show one: state, progress, attempts, artifact, sha256, error."
 
     def add_arguments(self, parser):
