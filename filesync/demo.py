@@ -33,6 +33,27 @@ class WorkspaceSize:
     seed: int = 1
 
 
+class _RandomBytes(io.RawIOBase):
+    """`size` pseudo-random bytes from `rng`, after a PNG signature, made as they are read."""
+
+    def __init__(self, rng: random.Random, size: int):
+        self.rng = rng
+        self.pending = PNG_SIGNATURE[:size]
+        self.left = size - len(self.pending)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self.pending and self.left:
+            self.pending = self.rng.randbytes(min(self.left, MIB))
+            self.left -= len(self.pending)
+        count = min(len(buffer), len(self.pending))
+        buffer[:count] = self.pending[:count]
+        self.pending = self.pending[count:]
+        return count
+
+
 class _Ids:
     def __init__(self, rng: random.Random):
         self.rng = rng
@@ -140,11 +161,10 @@ def build_workspace(
             media_ids = []
             if media_bytes:
                 for m in range(MEDIA_PER_FILE):
-                    body = PNG_SIGNATURE + rng.randbytes(max(0, media_bytes - len(PNG_SIGNATURE)))
                     media = services.add_media(
                         file=file,
                         name=f"image-{n}-{m}.png",
-                        stream=io.BytesIO(body),
+                        stream=io.BufferedReader(_RandomBytes(rng, media_bytes), MIB),
                         content_type="image/png",
                         width=rng.randint(16, 4096),
                         height=rng.randint(16, 4096),
