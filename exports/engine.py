@@ -9,6 +9,7 @@ an uninterrupted one.
 
 import logging
 import math
+from dataclasses import asdict, fields
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -382,32 +383,8 @@ class _Tick:
 
 
 def _record(row: ExportEntry) -> EntryRecord:
-    return EntryRecord(
-        row.name,
-        row.offset,
-        row.method,
-        row.dos_time,
-        row.dos_date,
-        row.crc,
-        row.compressed_size,
-        row.size,
-        row.sha256,
-        row.zip64,
-    )
+    return EntryRecord(**{field.name: getattr(row, field.name) for field in fields(EntryRecord)})
 
 
 def _row(job: ExportJob, index: int, record: EntryRecord) -> ExportEntry:
-    return ExportEntry(
-        job=job,
-        index=index,
-        name=record.name,
-        offset=record.offset,
-        method=record.method,
-        dos_time=record.dos_time,
-        dos_date=record.dos_date,
-        crc=record.crc,
-        compressed_size=record.compressed_size,
-        size=record.size,
-        sha256=record.sha256,
-        zip64=record.zip64,
-    )
+    return ExportEntry(job=job, index=index, **asdict(record))
