@@ -9,9 +9,9 @@ an uninterrupted one.
 
 import logging
 import math
-from dataclasses import asdict, fields
 import time
 from collections.abc import Callable
+from dataclasses import asdict, fields
 from datetime import timedelta
 from itertools import islice
 
@@ -28,6 +28,7 @@ from .binfile.resumable_hash import ResumableSha256
 from .binfile.zipstream import EntryRecord, ZipStream
 from .errors import ExportError
 from .events import record_event
+from .links import download_path
 from .models import ACTIVE_STATES, EventKind, ExportEntry, ExportJob, ExportPart, JobState
 from .partwriter import PartWriter, WrittenPart
 from .sinks import PartSink, sink_for, uses_s3
@@ -378,6 +379,7 @@ class _Tick:
                     "size": self.flushed,
                     "sha256": sha256,
                     "expires_at": expires_at.isoformat(),
+                    "download_uri": download_path(job),
                 },
             )
 

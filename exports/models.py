@@ -47,6 +47,10 @@ class ExportJob(models.Model):
     )
     state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
     cancel_requested = models.BooleanField(default=False)
+    callback_url = models.URLField(blank=True)
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
 
     # Progress. Items are archive entries; bytes are archive bytes (total is an estimate
     # until the end, when it becomes the artifact's size).

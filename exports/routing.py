@@ -1,3 +1,7 @@
-"""WebSocket routes. The export job page's consumer is added here by the delivery work."""
+from django.urls import path
 
-websocket_urlpatterns: list = []
+from .consumers import JobEventsConsumer
+
+websocket_urlpatterns = [
+    path("ws/exports/<uuid:job_id>/", JobEventsConsumer.as_asgi()),
+]

@@ -72,6 +72,8 @@ def create_export_job(
     project: Project | None = None,
     snapshot: Snapshot | None = None,
     libraries: str = LibrariesMode.ALL,
+    callback_url: str = "",
+    retry_of: ExportJob | None = None,
     enqueue: bool = True,
 ) -> ExportJob:
     """Pin what the job will export, so its work and its total are known up front.
@@ -101,6 +103,8 @@ def create_export_job(
             created_by=user,
             project=project or chosen[0][0].project,
             libraries=libraries,
+            callback_url=callback_url,
+            retry_of=retry_of,
         )
         PinnedFile.objects.bulk_create(
             PinnedFile(
@@ -136,6 +140,33 @@ def request_cancel(*, job: ExportJob) -> ExportJob:
         finish_cancelled(job)
     job.refresh_from_db()
     return job
+
+
+def retry_export(*, job: ExportJob, user=None) -> ExportJob:
+    """A new job for the same files, mode and callback, pinned at their current revisions."""
+    if job.state not in (JobState.FAILED, JobState.CANCELLED):
+        raise ValidationError(
+            f"Only a failed or cancelled export can be retried; this one is {job.state}."
+        )
+    pins = list(job.pinned.filter(role=PinnedFile.Role.FILE).select_related("snapshot"))
+    snapshot = pins[0].snapshot if len(pins) == 1 else None
+    return create_export_job(
+        user=user,
+        file_ids=None if snapshot else [pin.file_id for pin in pins],
+        snapshot=snapshot,
+        libraries=job.libraries,
+        callback_url=job.callback_url,
+        retry_of=job,
+    )
+
+
+def delete_artifact(*, job: ExportJob) -> None:
+    """Delete a finished job's artifact now; its download then answers 410."""
+    if job.state == JobState.SUCCEEDED:
+        exports_storage().delete(job.artifact_name)
+        ExportJob.objects.filter(pk=job.pk, state=JobState.SUCCEEDED).update(
+            state=JobState.EXPIRED, expires_at=timezone.now()
+        )
 
 
 def requeue_stalled_jobs() -> list[UUID]:

@@ -10,6 +10,8 @@ from typing import Protocol
 
 from django.core.files.storage import storages
 
+from filesync.http import presigned_download_url
+
 ARTIFACTS = "artifacts"
 PARTIALS = "partial"
 
@@ -142,3 +144,11 @@ def copy_artifact(name: str, destination) -> None:
     with exports_storage().open(name, "rb") as artifact, open(destination, "wb") as out:
         while chunk := artifact.read(1024 * 1024):
             out.write(chunk)
+
+
+def artifact_opener(name: str):
+    return lambda: exports_storage().open(name, "rb")
+
+
+def artifact_presigned_url(name: str, *, filename: str) -> str | None:
+    return presigned_download_url(exports_storage(), name, filename=filename)

@@ -5,12 +5,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
-from urllib.parse import quote
 
 from django.conf import settings
 from django.core.files import File as DjangoFile
 from django.core.files.storage import storages
 
+from .http import presigned_download_url
 from .models import blob_storage_name
 
 
@@ -79,12 +79,4 @@ def delete_blob(sha256: str) -> None:
 
 
 def presigned_url(sha256: str, *, filename: str) -> str | None:
-    """A short-lived signed URL when the blobs live in an object store, else None."""
-    storage = blob_storage()
-    name = blob_storage_name(sha256)
-    try:
-        storage.path(name)
-    except NotImplementedError:
-        disposition = f"attachment; filename*=UTF-8''{quote(filename)}"
-        return storage.url(name, parameters={"ResponseContentDisposition": disposition})
-    return None
+    return presigned_download_url(blob_storage(), blob_storage_name(sha256), filename=filename)

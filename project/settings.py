@@ -95,6 +95,8 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory, so that live servers and workers started by tests share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
@@ -125,6 +127,8 @@ WHITENOISE_USE_FINDERS = DEBUG
 AWS_STORAGE_BUCKET_NAME = os.environ.get("AWS_STORAGE_BUCKET_NAME", "")
 AWS_S3_ENDPOINT_URL = os.environ.get("AWS_S3_ENDPOINT_URL") or None
 AWS_S3_REGION_NAME = os.environ.get("AWS_S3_REGION_NAME", "us-east-1")
+#: A key prefix for every storage in the bucket, so several Ferrys (or tests) can share one.
+FERRY_S3_PREFIX = os.environ.get("FERRY_S3_PREFIX", "")
 
 
 def _storage(prefix: str, *, overwrite: bool = False) -> dict:
@@ -135,7 +139,7 @@ def _storage(prefix: str, *, overwrite: bool = False) -> dict:
                 "bucket_name": AWS_STORAGE_BUCKET_NAME,
                 "endpoint_url": AWS_S3_ENDPOINT_URL,
                 "region_name": AWS_S3_REGION_NAME,
-                "location": prefix,
+                "location": f"{FERRY_S3_PREFIX}{prefix}",
                 "file_overwrite": overwrite,
                 "default_acl": None,
                 "querystring_auth": True,
@@ -214,6 +218,12 @@ EXPORT_LEASE_SECONDS = float(os.environ.get("EXPORT_LEASE_SECONDS", 60))
 EXPORT_PART_SIZE = int(os.environ.get("EXPORT_PART_SIZE", 8 * 1024 * 1024))
 EXPORT_TTL_SECONDS = int(os.environ.get("EXPORT_TTL_SECONDS", 7 * 24 * 3600))
 EXPORT_PROGRESS_INTERVAL = float(os.environ.get("EXPORT_PROGRESS_INTERVAL", 0.25))
+EXPORT_LINK_TTL_SECONDS = int(os.environ.get("EXPORT_LINK_TTL_SECONDS", 3600))
+#: Hosts an export's callback_url may point at (no server-side request forgery).
+EXPORT_CALLBACK_HOSTS = [h for h in os.environ.get("EXPORT_CALLBACK_HOSTS", "").split(",") if h]
+#: How often a live listener re-reads the event rows when no push wakes it.
+EVENTS_POLL_SECONDS = float(os.environ.get("EVENTS_POLL_SECONDS", 0.5 if not REDIS_URL else 5))
+EVENTS_HEARTBEAT_SECONDS = float(os.environ.get("EVENTS_HEARTBEAT_SECONDS", 15))
 
 LOGGING = {
     "version": 1,

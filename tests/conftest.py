@@ -6,14 +6,21 @@ an S3 endpoint on loopback; the session starts moto's server there and stops it 
 
 import io
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 import boto3
+import httpx
 import pytest
 from django.conf import settings as django_settings
 from django.core.files.storage import storages
+from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -21,6 +28,7 @@ from filesync import services
 from filesync.models import Role
 
 SERVICES = os.environ.get("FERRY_TEST_SERVICES") == "1"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,19 +54,23 @@ def s3_server():
 
 @pytest.fixture(autouse=True)
 def isolated_storages(settings, tmp_path):
-    """Give each test its own storage root: a temp dir, or a fresh key prefix on S3."""
-    prefix = f"test-{uuid.uuid4().hex}"
+    """Give each test its own storages: a var/ dir of its own, or a fresh prefix on S3.
+
+    Laid out as settings lays out FERRY_VAR_DIR and FERRY_S3_PREFIX, so processes started
+    by a test (see `live_env`) see the same storages.
+    """
+    var_dir = tmp_path / "var"
+    prefix = f"test-{uuid.uuid4().hex}/"
     configured = {}
     for alias, conf in settings.STORAGES.items():
         options = dict(conf.get("OPTIONS", {}))
         if "location" in options and "bucket_name" in options:
-            options["location"] = f"{prefix}/{options['location']}"
+            options["location"] = f"{prefix}{options['location']}"
         elif "location" in options:
-            options["location"] = str(tmp_path / "storage" / alias)
+            options["location"] = str(var_dir / os.path.basename(options["location"]))
         configured[alias] = {**conf, "OPTIONS": options}
     settings.STORAGES = configured
-    settings.FILE_UPLOAD_TEMP_DIR = None
-    yield
+    return {"FERRY_VAR_DIR": str(var_dir), "FERRY_S3_PREFIX": prefix}
 
 
 @pytest.fixture(autouse=True)
@@ -216,3 +228,62 @@ def workspace(project, library, settings) -> Workspace:
         designs.append(design)
         media.append(picture)
     return Workspace(project=project, library=library, designs=designs, media=media)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def live_env(transactional_db, isolated_storages) -> dict:
+    """Environment for processes that must share this test's database and storages."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        url = f"sqlite:///{db['NAME']}"
+    else:
+        url = (
+            f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
+    return {**os.environ, "DATABASE_URL": url, **isolated_storages}
+
+
+@pytest.fixture
+def asgi_server(live_env, tmp_path):
+    """uvicorn serving project.asgi on a free loopback port, for tests about real HTTP."""
+    port = free_port()
+    log = (tmp_path / "uvicorn.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "project.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=live_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{base}/api/", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        server.kill()
+        raise AssertionError((tmp_path / "uvicorn.log").read_text())
+    yield base
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()

@@ -1,0 +1,57 @@
+"""Server-sent events for API clients: GET /api/exports/<id>/events (an async view)."""
+
+import json
+
+from asgiref.sync import sync_to_async
+from django.http import Http404, JsonResponse, StreamingHttpResponse
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+
+from .listening import job_events as follow
+from .selectors import jobs_for
+
+
+async def _user(request):
+    """DRF token first (API clients), then the session (the browser)."""
+    try:
+        found = await sync_to_async(TokenAuthentication().authenticate)(request)
+    except AuthenticationFailed:
+        return None
+    if found:
+        return found[0]
+    user = await request.auser()
+    return user if user.is_authenticated else None
+
+
+def _last_seen(request) -> int:
+    raw = request.headers.get("Last-Event-ID") or request.GET.get("after") or "0"
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        return 0
+
+
+async def _stream(job_id, after: int):
+    yield "retry: 2000\n\n"
+    async for event in follow(job_id, after):
+        if event is None:
+            yield ": heartbeat\n\n"
+            continue
+        data = json.dumps(event.data, separators=(",", ":"))
+        yield f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n"
+
+
+async def job_events(request, job_id):
+    """The job's events as `text/event-stream`; honours Last-Event-ID; ends after the last."""
+    user = await _user(request)
+    if user is None:
+        return JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
+    visible = await sync_to_async(jobs_for(user).filter(pk=job_id).exists)()
+    if not visible:
+        raise Http404("No such export.")
+    response = StreamingHttpResponse(
+        _stream(job_id, _last_seen(request)), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response

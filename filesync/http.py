@@ -1,0 +1,86 @@
+"""HTTP helpers shared by the apps: ranged, streamed file responses."""
+
+import re
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from django.http import HttpResponse, StreamingHttpResponse
+from django.utils.http import content_disposition_header
+
+CHUNK = 1024 * 1024
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+    """The (first, last) byte of a single range; None for no usable header (send it all);
+    False when the range cannot be satisfied (416)."""
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if not match or match.groups() == ("", ""):
+        return None  # RFC 9110: a range we cannot parse is ignored
+    first, last = match.groups()
+    if first == "":
+        length = int(last)
+        if length == 0:
+            return False
+        return max(0, size - length), size - 1
+    first = int(first)
+    last = min(int(last), size - 1) if last else size - 1
+    if first >= size or first > last:
+        return False
+    return first, last
+
+
+def _read(opener: Callable[[], BinaryIO], first: int, length: int) -> Iterator[bytes]:
+    with opener() as source:
+        source.seek(first)
+        while length > 0:
+            chunk = source.read(min(CHUNK, length))
+            if not chunk:
+                return
+            length -= len(chunk)
+            yield chunk
+
+
+def ranged_file_response(
+    request,
+    opener: Callable[[], BinaryIO],
+    *,
+    size: int,
+    content_type: str,
+    filename: str | None = None,
+    etag: str | None = None,
+) -> HttpResponse:
+    """Stream a stored file with Content-Length, and a single Range as 206 (RFC 9110)."""
+    wanted = parse_range(request.headers.get("Range"), size)
+    if wanted is False:
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{size}"
+        return response
+    first, last = wanted or (0, size - 1)
+    length = max(0, last - first + 1)
+    response = StreamingHttpResponse(
+        _read(opener, first, length), status=206 if wanted else 200, content_type=content_type
+    )
+    response["Content-Length"] = str(length)
+    response["Accept-Ranges"] = "bytes"
+    if wanted:
+        response["Content-Range"] = f"bytes {first}-{last}/{size}"
+    if filename:
+        response["Content-Disposition"] = content_disposition_header(True, filename)
+    if etag:
+        response["ETag"] = f'"{etag}"'
+    return response
+
+
+def presigned_download_url(storage, name: str, *, filename: str) -> str | None:
+    """A short-lived signed URL when `storage` is an object store, else None (serve it here)."""
+    try:
+        storage.path(name)
+    except NotImplementedError:
+        return storage.url(
+            name,
+            parameters={"ResponseContentDisposition": content_disposition_header(True, filename)},
+        )
+    return None
