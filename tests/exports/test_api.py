@@ -1,0 +1,159 @@
+import hashlib
+
+import httpx
+import pytest
+
+from exports import services
+from exports.links import download_path
+from exports.models import ExportJob, JobState
+from tests.exports.conftest import artifact_bytes, run_to_end
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def finished(workspace, editor):
+    return run_to_end(
+        services.create_export_job(user=editor, project=workspace.project, enqueue=False)
+    )
+
+
+def test_post_answers_202_with_the_job_and_its_links(api_for, editor, workspace, settings):
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": False}
+    response = api_for(editor).post(
+        "/api/exports/",
+        {"project": str(workspace.project.id), "libraries": "merge"},
+        format="json",
+    )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    job = ExportJob.objects.get(pk=body["id"])
+    assert job.created_by == editor and job.libraries == "merge"
+    assert body["state"] == "queued" and body["progress"]["items_total"] > 0
+    assert body["links"]["events"].endswith(f"/api/exports/{job.id}/events")
+    assert response["Location"] == body["links"]["self"]
+
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({}, "non_field_errors"),
+        ({"files": [], "project": "{project}"}, "files"),
+        ({"project": "{project}", "snapshot": "{project}"}, "non_field_errors"),
+        ({"project": "{project}", "libraries": "all-of-them"}, "libraries"),
+        ({"project": "{project}", "callback_url": "http://169.254.169.254/latest"}, "callback_url"),
+        ({"files": ["not-a-uuid"]}, "files"),
+    ],
+)
+def test_bad_requests_answer_400_and_create_nothing(api_for, editor, workspace, payload, field):
+    body = {
+        k: (
+            [x.format(project=workspace.project.id) for x in v]
+            if isinstance(v, list)
+            else v.format(project=workspace.project.id)
+        )
+        for k, v in payload.items()
+    }
+    response = api_for(editor).post("/api/exports/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+    assert not ExportJob.objects.exists()
+
+
+def test_foreign_and_unknown_ids_answer_404_and_create_nothing(api_for, outsider, workspace):
+    client = api_for(outsider)
+    for payload in (
+        {"project": str(workspace.project.id)},
+        {"files": [str(workspace.designs[0].id)]},
+        {"files": ["00000000-0000-4000-8000-000000000000"]},
+    ):
+        assert client.post("/api/exports/", payload, format="json").status_code == 404
+    assert not ExportJob.objects.exists()
+
+
+def test_jobs_are_their_owners_and_staffs(api_for, editor, viewer, finished, make_user):
+    assert [j["id"] for j in api_for(editor).get("/api/exports/").json()["results"]] == [
+        str(finished.id)
+    ]
+    assert api_for(viewer).get("/api/exports/").json()["results"] == []
+    for path in (f"/api/exports/{finished.id}/", download_path(finished)):
+        assert api_for(viewer).get(path).status_code == 404
+    staff = make_user("stella", is_staff=True)
+    assert api_for(staff).get(f"/api/exports/{finished.id}/").status_code == 200
+
+
+def test_download_streams_the_artifact_with_ranges(api_for, editor, finished):
+    client = api_for(editor)
+    detail = client.get(f"/api/exports/{finished.id}/").json()
+    assert detail["artifact"]["sha256"] == finished.artifact_sha256
+    link = detail["links"]["download"]
+    response = client.get(link)
+    if response.status_code == 302:  # S3: a presigned URL, fetched without our credentials
+        body = httpx.get(response["Location"]).content
+    else:
+        assert response.status_code == 200
+        assert response["Content-Length"] == str(finished.artifact_size)
+        assert response["Content-Disposition"].startswith('attachment; filename="ferry-Website-')
+        body = b"".join(response.streaming_content)
+        part = client.get(link, HTTP_RANGE="bytes=100-199")
+        assert part.status_code == 206
+        assert part["Content-Range"] == f"bytes 100-199/{finished.artifact_size}"
+        assert b"".join(part.streaming_content) == artifact_bytes(finished)[100:200]
+        assert client.get(link, HTTP_RANGE=f"bytes={finished.artifact_size}-").status_code == 416
+    assert hashlib.sha256(body).hexdigest() == finished.artifact_sha256
+
+
+def test_tampered_and_expired_links_answer_403(api_for, editor, finished, settings):
+    client = api_for(editor)
+    link = download_path(finished)
+    assert client.get(link[:-3] + "xyz").status_code == 403
+    assert client.get(link.split("?")[0]).status_code == 403
+    settings.EXPORT_LINK_TTL_SECONDS = -1
+    response = client.get(link)
+    assert response.status_code == 403
+    assert "expired" in response.json()["detail"]
+
+
+def test_delete_cancels_an_active_job(api_for, editor, workspace):
+    job = services.create_export_job(user=editor, project=workspace.project, enqueue=False)
+    response = api_for(editor).delete(f"/api/exports/{job.id}/")
+    assert response.status_code == 202
+    assert response.json()["state"] == "cancelled"
+
+
+def test_delete_of_a_finished_job_removes_its_artifact_and_download_says_410(
+    api_for, editor, finished
+):
+    client = api_for(editor)
+    link = download_path(finished)
+    assert client.delete(f"/api/exports/{finished.id}/").status_code == 204
+    finished.refresh_from_db()
+    assert finished.state == JobState.EXPIRED
+    assert client.get(link).status_code == 410
+    from django.core.files.storage import storages
+
+    assert not storages["exports"].exists(finished.artifact_name)
+
+
+def test_retry_makes_a_new_job_for_a_failed_one_only(api_for, editor, workspace, finished):
+    from filesync.blobstore import delete_blob
+
+    client = api_for(editor)
+    assert client.post(f"/api/exports/{finished.id}/retry/").status_code == 409
+    delete_blob(workspace.media[0].blob_id)
+    failed = run_to_end(
+        services.create_export_job(user=editor, project=workspace.project, enqueue=False)
+    )
+    assert failed.state == JobState.FAILED
+    response = client.post(f"/api/exports/{failed.id}/retry/")
+    assert response.status_code == 202
+    again = ExportJob.objects.get(pk=response.json()["id"])
+    assert again.retry_of == failed and again.state == JobState.QUEUED
+    assert set(again.pinned.values_list("file_id", flat=True)) == set(
+        failed.pinned.values_list("file_id", flat=True)
+    )
+
+
+def test_download_of_an_unfinished_job_is_a_conflict(api_for, editor, workspace):
+    job = services.create_export_job(user=editor, project=workspace.project, enqueue=False)
+    assert api_for(editor).get(download_path(job)).status_code == 409
