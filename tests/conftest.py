@@ -246,7 +246,12 @@ def live_env(transactional_db, isolated_storages) -> dict:
         url = (
             f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
         )
-    return {**os.environ, "DATABASE_URL": url, **isolated_storages}
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SECRET_KEY": django_settings.SECRET_KEY,
+        **isolated_storages,
+    }
 
 
 @pytest.fixture
