@@ -11,7 +11,10 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.db.models import F
 
-from .models import ExportJob, JobEvent
+from .models import EventKind, ExportJob, JobEvent
+from .queue import enqueue_callback
+
+TERMINAL_KINDS = {EventKind.END, EventKind.ERROR, EventKind.CANCELLED}
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +26,13 @@ def group_name(job_id) -> str:
 def record_event(job_id, kind: str, data: dict | None = None) -> JobEvent:
     with transaction.atomic():
         ExportJob.objects.filter(pk=job_id).update(event_seq=F("event_seq") + 1)
-        seq = ExportJob.objects.values_list("event_seq", flat=True).get(pk=job_id)
+        seq, callback_url = ExportJob.objects.values_list("event_seq", "callback_url").get(
+            pk=job_id
+        )
         event = JobEvent.objects.create(job_id=job_id, seq=seq, kind=kind, data=data or {})
         transaction.on_commit(lambda: _push(job_id, seq, kind))
+        if callback_url and kind in TERMINAL_KINDS:
+            transaction.on_commit(lambda: enqueue_callback(job_id))
     return event
 
 

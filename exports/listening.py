@@ -14,11 +14,9 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from .events import group_name
-from .models import EventKind, JobEvent
+from .events import TERMINAL_KINDS, group_name
+from .models import JobEvent
 from .selectors import events_after
-
-TERMINAL_KINDS = {EventKind.END, EventKind.ERROR, EventKind.CANCELLED}
 
 
 def event_payload(event: JobEvent) -> dict:

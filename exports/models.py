@@ -48,6 +48,8 @@ class ExportJob(models.Model):
     state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
     cancel_requested = models.BooleanField(default=False)
     callback_url = models.URLField(blank=True)
+    callback_state = models.CharField(max_length=10, blank=True)
+    callback_attempts = models.PositiveSmallIntegerField(default=0)
     retry_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
     )

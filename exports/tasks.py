@@ -4,7 +4,7 @@ import os
 import socket
 import uuid
 
-from . import services
+from . import callbacks, services
 from .engine import run_tick
 from .queue import enqueue_export
 
@@ -21,3 +21,7 @@ def maintain() -> dict:
         "expired": services.expire_artifacts(),
         "abandoned_parts_removed": services.remove_abandoned_parts(),
     }
+
+
+def deliver_callback(job_id: str) -> str:
+    return callbacks.deliver_callback(job_id)

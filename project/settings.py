@@ -221,6 +221,8 @@ EXPORT_PROGRESS_INTERVAL = float(os.environ.get("EXPORT_PROGRESS_INTERVAL", 0.25
 EXPORT_LINK_TTL_SECONDS = int(os.environ.get("EXPORT_LINK_TTL_SECONDS", 3600))
 #: Hosts an export's callback_url may point at (no server-side request forgery).
 EXPORT_CALLBACK_HOSTS = [h for h in os.environ.get("EXPORT_CALLBACK_HOSTS", "").split(",") if h]
+#: HMAC key for callback signatures (defaults to SECRET_KEY).
+EXPORT_CALLBACK_SECRET = os.environ.get("EXPORT_CALLBACK_SECRET", "")
 #: How often a live listener re-reads the event rows when no push wakes it.
 EVENTS_POLL_SECONDS = float(os.environ.get("EVENTS_POLL_SECONDS", 0.5 if not REDIS_URL else 5))
 EVENTS_HEARTBEAT_SECONDS = float(os.environ.get("EVENTS_HEARTBEAT_SECONDS", 15))
