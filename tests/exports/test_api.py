@@ -18,8 +18,7 @@ def finished(workspace, editor):
     )
 
 
-def test_post_answers_202_with_the_job_and_its_links(api_for, editor, workspace, settings):
-    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": False}
+def test_post_answers_202_with_the_job_and_its_links(api_for, editor, workspace):
     response = api_for(editor).post(
         "/api/exports/",
         {"project": str(workspace.project.id), "libraries": "merge"},

@@ -23,6 +23,7 @@ def test_export_files_runs_inline_and_writes_the_artifact(workspace, tmp_path):
     job = ExportJob.objects.get()
     assert job.state == JobState.SUCCEEDED
     assert lines[-1] == f"{job.artifact_sha256}  {target}"
+    assert lines[-2].startswith(f"download: /api/exports/{job.id}/download/?token=")
     assert hashlib.sha256(target.read_bytes()).hexdigest() == job.artifact_sha256
     assert target.read_bytes() == artifact_bytes(job)
     assert "export" in err and "100%" in err

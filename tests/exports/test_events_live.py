@@ -8,6 +8,7 @@ worker to the server, so these also prove the catch-up from the event rows.
 import asyncio
 import json
 import threading
+import time
 
 import httpx
 import pytest
@@ -144,3 +145,35 @@ def test_websocket_sends_the_same_events_to_the_owner_only(
     )
     assert messages[-1]["kind"] == "end"
     assert asyncio.run(refused(headers_for(outsider))) in (4404, 403)
+
+
+def test_two_hundred_sse_clients_on_one_server_all_get_every_event(asgi_server, workspace, editor):
+    job = services.create_export_job(user=editor, project=workspace.project, enqueue=False)
+    headers = token_header(editor)
+    clients = 200
+
+    async def one(client: httpx.AsyncClient) -> list[int]:
+        seqs = []
+        async with client.stream(
+            "GET", f"{asgi_server}/api/exports/{job.id}/events", headers=headers
+        ) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("id:"):
+                    seqs.append(int(line[3:]))
+        return seqs
+
+    async def crowd() -> list[list[int]]:
+        limits = httpx.Limits(max_connections=clients + 10)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            return await asyncio.gather(*(one(client) for _ in range(clients)))
+
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(seqs=asyncio.run(crowd())))
+    thread.start()
+    time.sleep(2)  # let every client connect before the work starts
+    run_to_end(job, tick_seconds=0.2)
+    thread.join(timeout=120)
+    expected = list(JobEvent.objects.filter(job=job).order_by("seq").values_list("seq", flat=True))
+    assert len(result["seqs"]) == clients
+    assert all(seqs == expected for seqs in result["seqs"])

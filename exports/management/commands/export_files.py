@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from exports import services
 from exports.engine import run_tick
+from exports.links import download_path
 from exports.models import ExportJob, JobState, LibrariesMode
 from exports.selectors import events_after
 from exports.sinks import artifact_location, copy_artifact
@@ -45,6 +46,7 @@ class Command(BaseCommand):
         if job.state != JobState.SUCCEEDED:
             reason = job.error_message or f"the job ended {job.state}"
             raise CommandError(f"Export {job.id} failed ({job.error_code or job.state}): {reason}")
+        self.stdout.write(f"download: {download_path(job)}")
         location = artifact_location(job.artifact_name)
         if options["out"]:
             copy_artifact(job.artifact_name, options["out"])
