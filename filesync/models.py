@@ -264,3 +264,83 @@ class SnapshotMedia(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ChangeKind(models.TextChoices):
+    FILE_CREATED = "file.created"
+    FILE_UPDATED = "file.updated"
+    FILE_DELETED = "file.deleted"
+    FILE_RESTORED = "file.restored"
+    FILE_PURGED = "file.purged"
+    PAGE_ADDED = "page.added"
+    MEDIA_ADDED = "media.added"
+    LIBRARY_LINKED = "library.linked"
+    LIBRARY_UNLINKED = "library.unlinked"
+
+
+class Change(models.Model):
+    """The append-only change feed. `seq` is gap-free and in commit order (see FeedCursor)."""
+
+    seq = models.BigIntegerField(primary_key=True)
+    kind = models.CharField(max_length=20, choices=ChangeKind.choices)
+    file_id = models.UUIDField(db_index=True)
+    team_id = models.UUIDField(db_index=True)
+    revision = models.PositiveIntegerField(null=True, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.kind} {self.file_id}"
+
+
+class FeedCursor(models.Model):
+    """One row holding the last seq handed out. Taking the next seq locks it until the
+    writing transaction commits, so a reader never sees seq n + 1 before seq n."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    last_seq = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"feed at {self.last_seq}"
+
+
+class Replica(models.Model):
+    """A client or follower that keeps a copy; purge waits until it has acknowledged."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="replicas"
+    )
+    acked_seq = models.BigIntegerField(default=0)
+    last_seen = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ContentLock(models.Model):
+    """A retention lock on a blob: while its lease runs, the blob is not removed."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    blob = models.ForeignKey(
+        Blob, on_delete=models.CASCADE, related_name="locks", db_constraint=False
+    )
+    holder = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="content_locks"
+    )
+    expires_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["expires_at"]
+
+    def __str__(self) -> str:
+        return f"lock on {self.blob_id} until {self.expires_at}"

@@ -10,7 +10,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from .models import File
+from .feed import record_change
+from .models import ChangeKind, File
 
 PurgeGuard = Callable[[QuerySet], QuerySet]
 _guards: list[PurgeGuard] = []
@@ -39,6 +40,7 @@ def purge_files(*, now=None, dry_run: bool = False) -> list[File]:
         with transaction.atomic():
             locked = File.objects.select_for_update().filter(pk=file.pk)
             if purgeable_files(now).filter(pk__in=locked.values("pk")).exists():
+                record_change(kind=ChangeKind.FILE_PURGED, file=file)
                 File.objects.filter(pk=file.pk).delete()
                 purged.append(file)
     return purged

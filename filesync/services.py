@@ -11,8 +11,10 @@ from django.utils import timezone
 
 from . import blobstore
 from .content import validate_assets, validate_features, validate_objects
+from .feed import record_change
 from .models import (
     Blob,
+    ChangeKind,
     File,
     FileLibrary,
     MediaObject,
@@ -61,9 +63,12 @@ def create_file(
     assets = {**empty_assets(), **(assets or {})}
     validate_features(features)
     validate_assets(assets)
-    return File.objects.create(
-        project=project, name=name, is_library=is_library, features=features, assets=assets
-    )
+    with transaction.atomic():
+        file = File.objects.create(
+            project=project, name=name, is_library=is_library, features=features, assets=assets
+        )
+        record_change(kind=ChangeKind.FILE_CREATED, file=file)
+    return file
 
 
 def _bump_revision(file: File) -> None:
@@ -82,6 +87,7 @@ def update_file(*, file: File, name: str | None = None, assets: dict | None = No
             file.assets = {**empty_assets(), **assets}
         file.save(update_fields=["name", "assets"])
         _bump_revision(file)
+        record_change(kind=ChangeKind.FILE_UPDATED, file=file)
     return file
 
 
@@ -89,15 +95,21 @@ def soft_delete_file(*, file: File, now: datetime | None = None) -> File:
     """Hide a file; it goes for good only after FILE_PURGE_GRACE_SECONDS, by the purge."""
     now = now or timezone.now()
     grace = timedelta(seconds=settings.FILE_PURGE_GRACE_SECONDS)
-    File.objects.filter(pk=file.pk, deleted_at__isnull=True).update(
-        deleted_at=now, purge_after=now + grace
-    )
+    with transaction.atomic():
+        if File.objects.filter(pk=file.pk, deleted_at__isnull=True).update(
+            deleted_at=now, purge_after=now + grace
+        ):
+            record_change(kind=ChangeKind.FILE_DELETED, file=file)
     file.refresh_from_db(fields=["deleted_at", "purge_after"])
     return file
 
 
 def restore_file(*, file: File) -> File:
-    File.objects.filter(pk=file.pk).update(deleted_at=None, purge_after=None)
+    with transaction.atomic():
+        if File.objects.filter(pk=file.pk, deleted_at__isnull=False).update(
+            deleted_at=None, purge_after=None
+        ):
+            record_change(kind=ChangeKind.FILE_RESTORED, file=file)
     file.refresh_from_db(fields=["deleted_at", "purge_after"])
     return file
 
@@ -112,6 +124,7 @@ def add_page(*, file: File, name: str, objects: dict | None = None) -> Page:
             file=file, index=0 if last is None else last + 1, name=name, object_map=objects
         )
         _bump_revision(file)
+        record_change(kind=ChangeKind.PAGE_ADDED, file=file, payload={"page": str(page.id)})
     return page
 
 
@@ -158,6 +171,7 @@ def add_media(
             height=height,
         )
         _bump_revision(file)
+        record_change(kind=ChangeKind.MEDIA_ADDED, file=file, payload={"media": str(media.id)})
     return media
 
 
@@ -165,12 +179,21 @@ def link_library(*, file: File, library: File) -> FileLibrary:
     """Link a library. Links are not content: the file's revision stays as it is."""
     link = FileLibrary(file=file, library=library)
     link.full_clean(validate_unique=False, validate_constraints=False)
-    link, _ = FileLibrary.objects.get_or_create(file=file, library=library)
+    with transaction.atomic():
+        link, created = FileLibrary.objects.get_or_create(file=file, library=library)
+        if created:
+            record_change(
+                kind=ChangeKind.LIBRARY_LINKED, file=file, payload={"library": str(library.pk)}
+            )
     return link
 
 
 def unlink_library(*, file: File, library: File) -> None:
-    FileLibrary.objects.filter(file=file, library=library).delete()
+    with transaction.atomic():
+        if FileLibrary.objects.filter(file=file, library=library).delete()[0]:
+            record_change(
+                kind=ChangeKind.LIBRARY_UNLINKED, file=file, payload={"library": str(library.pk)}
+            )
 
 
 def create_snapshot(*, file: File, label: str = "", user=None) -> Snapshot:
@@ -254,6 +277,9 @@ def restore_snapshot(*, snapshot: Snapshot) -> File:
                 },
             )
         _bump_revision(file)
+        record_change(
+            kind=ChangeKind.FILE_UPDATED, file=file, payload={"snapshot": str(snapshot.pk)}
+        )
     return file
 
 

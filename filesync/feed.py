@@ -1,0 +1,37 @@
+"""Appending to the change feed, inside the writing transaction, in commit order."""
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from .models import Change, FeedCursor, File
+
+GROUP = "sync-changes"
+
+
+def record_change(*, kind: str, file: File, payload: dict | None = None) -> Change:
+    """Take the next seq (locking the cursor until commit) and append the change."""
+    with transaction.atomic():
+        cursor = FeedCursor.objects.select_for_update().filter(pk=1).first()
+        if cursor is None:  # made by a migration; gone only after a test's table flush
+            cursor = FeedCursor.objects.get_or_create(pk=1)[0]
+        seq = cursor.last_seq + 1
+        FeedCursor.objects.filter(pk=1).update(last_seq=seq)
+        change = Change.objects.create(
+            seq=seq,
+            kind=kind,
+            file_id=file.pk,
+            team_id=file.project.team_id,
+            revision=file.revision,
+            payload=payload or {},
+        )
+        transaction.on_commit(_wake_listeners)
+    return change
+
+
+def _wake_listeners() -> None:
+    layer = get_channel_layer()
+    try:
+        async_to_sync(layer.group_send)(GROUP, {"type": "feed.changed"})
+    except Exception:  # a hint only: long polls also re-read on their own
+        pass
