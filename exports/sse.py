@@ -4,23 +4,11 @@ import json
 
 from asgiref.sync import sync_to_async
 from django.http import Http404, JsonResponse, StreamingHttpResponse
-from rest_framework.authentication import TokenAuthentication
-from rest_framework.exceptions import AuthenticationFailed
+
+from filesync.api.auth import request_user
 
 from .listening import job_events as follow
 from .selectors import jobs_for
-
-
-async def _user(request):
-    """DRF token first (API clients), then the session (the browser)."""
-    try:
-        found = await sync_to_async(TokenAuthentication().authenticate)(request)
-    except AuthenticationFailed:
-        return None
-    if found:
-        return found[0]
-    user = await request.auser()
-    return user if user.is_authenticated else None
 
 
 def _last_seen(request) -> int:
@@ -43,7 +31,7 @@ async def _stream(job_id, after: int):
 
 async def job_events(request, job_id):
     """The job's events as `text/event-stream`; honours Last-Event-ID; ends after the last."""
-    user = await _user(request)
+    user = await request_user(request)
     if user is None:
         return JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
     visible = await sync_to_async(jobs_for(user).filter(pk=job_id).exists)()

@@ -165,6 +165,9 @@ class Blob(models.Model):
     sha256 = models.CharField(max_length=64, primary_key=True, validators=[sha256_validator])
     size = models.BigIntegerField()
     content_type = models.CharField(max_length=100, default="application/octet-stream")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     touched_at = models.DateTimeField(auto_now=True)
 

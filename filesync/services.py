@@ -128,7 +128,9 @@ def add_page(*, file: File, name: str, objects: dict | None = None) -> Page:
     return page
 
 
-def store_blob(*, stream: BinaryIO, content_type: str = "application/octet-stream") -> Blob:
+def store_blob(
+    *, stream: BinaryIO, content_type: str = "application/octet-stream", user=None
+) -> Blob:
     """Put bytes in the blob store, hashed while they stream; memory stays one chunk.
 
     The Blob row is written only after the bytes are stored, so a row always means the
@@ -142,7 +144,8 @@ def store_blob(*, stream: BinaryIO, content_type: str = "application/octet-strea
     stream.seek(0)
     blobstore.write_blob(digest.sha256, stream)
     blob, _ = Blob.objects.get_or_create(
-        sha256=digest.sha256, defaults={"size": digest.size, "content_type": content_type}
+        sha256=digest.sha256,
+        defaults={"size": digest.size, "content_type": content_type, "created_by": user},
     )
     return blob
 

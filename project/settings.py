@@ -225,6 +225,9 @@ EXPORT_CALLBACK_HOSTS = [h for h in os.environ.get("EXPORT_CALLBACK_HOSTS", "").
 EXPORT_CALLBACK_SECRET = os.environ.get("EXPORT_CALLBACK_SECRET", "")
 #: How often a live listener re-reads the event rows when no push wakes it.
 EVENTS_POLL_SECONDS = float(os.environ.get("EVENTS_POLL_SECONDS", 0.5 if not REDIS_URL else 5))
+SYNC_LOCK_SECONDS = int(os.environ.get("SYNC_LOCK_SECONDS", 600))
+SYNC_MAX_WAIT_SECONDS = 30
+SYNC_MAX_BLOB_BYTES = int(os.environ.get("SYNC_MAX_BLOB_BYTES", 5 * 1024**3))
 EVENTS_HEARTBEAT_SECONDS = float(os.environ.get("EVENTS_HEARTBEAT_SECONDS", 15))
 
 LOGGING = {

@@ -1,0 +1,256 @@
+"""The sync protocol's HTTP surface (docs/sync.md). Views check who asks, then call
+filesync.sync.services / selectors, or the blob store."""
+
+import asyncio
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.http import (
+    Http404,
+    HttpResponse,
+    HttpResponseNotModified,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import blobstore, services
+from ..api.auth import request_user
+from ..feed import GROUP
+from ..http import ranged_file_response
+from ..models import ContentLock, Replica, sha256_validator
+from . import services as sync_services
+from .selectors import changes_for, feed_position, readable_blob
+
+
+def _refused(error: sync_services.Refused) -> Response:
+    return Response(
+        {"reason": error.reason, "detail": error.message}, status=status.HTTP_409_CONFLICT
+    )
+
+
+def _blob_or_404(user, sha256: str):
+    if (blob := readable_blob(user, sha256)) is None:
+        raise Http404("No such blob.")
+    return blob
+
+
+class TimestampView(APIView):
+    """The server's clock, for the remove-before protocol."""
+
+    def get(self, request):
+        now = timezone.now()
+        return Response({"timestamp": now.isoformat(), "epoch": now.timestamp()})
+
+
+class BlobView(APIView):
+    """GET/HEAD a blob (ETag, If-None-Match, Range); PUT it (verified); DELETE it (safely)."""
+
+    def get(self, request, sha256):
+        blob = _blob_or_404(request.user, sha256)
+        if request.headers.get("If-None-Match", "").strip('"') == blob.sha256:
+            return HttpResponseNotModified(headers={"ETag": f'"{blob.sha256}"'})
+        if url := blobstore.presigned_url(blob.sha256, filename=blob.sha256):
+            return HttpResponseRedirect(url)
+        return ranged_file_response(
+            request,
+            lambda: blobstore.open_blob(blob.sha256),
+            size=blob.size,
+            content_type=blob.content_type,
+            etag=blob.sha256,
+        )
+
+    def head(self, request, sha256):
+        blob = _blob_or_404(request.user, sha256)
+        response = HttpResponse(content_type=blob.content_type)
+        response["Content-Length"] = str(blob.size)
+        response["ETag"] = f'"{blob.sha256}"'
+        response["Accept-Ranges"] = "bytes"
+        return response
+
+    def put(self, request, sha256):
+        """The whole blob in the body; stored only if it is all there and hashes to its name."""
+        sha256_validator(sha256)
+        declared = request.headers.get("Content-Length")
+        if not declared or not declared.isdigit():
+            return Response({"detail": "Content-Length is required."}, status=411)
+        if int(declared) > settings.SYNC_MAX_BLOB_BYTES:
+            return Response({"detail": "The blob is larger than this server accepts."}, status=413)
+        if readable_blob(request.user, sha256) is not None:
+            return Response({"sha256": sha256, "created": False}, status=status.HTTP_200_OK)
+        with tempfile.TemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR) as spool:
+            shutil.copyfileobj(request._request, spool, settings.BLOB_CHUNK_SIZE)
+            if spool.tell() != int(declared):
+                response = Response(
+                    {"detail": f"The body ended after {spool.tell()} of {declared} bytes."},
+                    status=400,
+                )
+                response["Connection"] = "close"
+                return response
+            spool.seek(0)
+            if blobstore.digest_stream(spool).sha256 != sha256:
+                return Response(
+                    {"detail": "The body does not hash to the sha256 in the URL."}, status=422
+                )
+            services.store_blob(
+                stream=spool,
+                content_type=request.content_type or "application/octet-stream",
+                user=request.user,
+            )
+        return Response({"sha256": sha256, "created": True}, status=status.HTTP_201_CREATED)
+
+    def delete(self, request, sha256):
+        blob = _blob_or_404(request.user, sha256)
+        if not (request.user.is_staff or blob.created_by_id == request.user.pk):
+            raise Http404("No such blob.")
+        before = _timestamp(request.query_params.get("before", ""))
+        if before is None:
+            return Response(
+                {"before": ["A timestamp (from /api/sync/timestamp) is required."]}, status=400
+            )
+        try:
+            sync_services.remove_blob(blob=blob, before=before)
+        except sync_services.Refused as error:
+            return _refused(error)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _timestamp(value: str):
+    """An ISO 8601 time, or seconds since the epoch, as /api/sync/timestamp gives both."""
+    try:
+        return datetime.fromtimestamp(float(value), tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    try:
+        parsed = parse_datetime(value.replace(" ", "+"))
+    except ValueError:
+        return None
+    if parsed is not None and timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, UTC)
+    return parsed
+
+
+class LockSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ContentLock
+        fields = ["id", "blob", "expires_at"]
+
+
+class BlobLockView(APIView):
+    def post(self, request, sha256):
+        blob = _blob_or_404(request.user, sha256)
+        lock = sync_services.take_lock(blob=blob, holder=request.user)
+        return Response(LockSerializer(lock).data, status=status.HTTP_201_CREATED)
+
+
+def _own_lock(request, lock_id) -> ContentLock:
+    return get_object_or_404(ContentLock, pk=lock_id, holder=request.user)
+
+
+class LockView(APIView):
+    def delete(self, request, lock_id):
+        sync_services.release_lock(lock=_own_lock(request, lock_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class LockKeepView(APIView):
+    def post(self, request, lock_id):
+        try:
+            lock = sync_services.keep_lock(lock=_own_lock(request, lock_id))
+        except sync_services.Refused as error:
+            return _refused(error)
+        return Response(LockSerializer(lock).data)
+
+
+class ReplicaSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Replica
+        fields = ["id", "name", "acked_seq", "last_seen", "created_at"]
+        read_only_fields = ["id", "acked_seq", "last_seen", "created_at"]
+
+
+class ReplicasView(APIView):
+    def get(self, request):
+        return Response(ReplicaSerializer(request.user.replicas.all(), many=True).data)
+
+    def post(self, request):
+        data = ReplicaSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        replica = sync_services.register_replica(
+            owner=request.user, name=data.validated_data["name"]
+        )
+        return Response(ReplicaSerializer(replica).data, status=status.HTTP_201_CREATED)
+
+
+class ReplicaView(APIView):
+    """POST .../heartbeat, or .../ack with {"seq": N}."""
+
+    def post(self, request, replica_id, verb):
+        replica = get_object_or_404(Replica, pk=replica_id, owner=request.user)
+        if verb not in ("heartbeat", "ack"):
+            raise Http404("No such action.")
+        if verb == "heartbeat":
+            return Response(ReplicaSerializer(sync_services.heartbeat(replica=replica)).data)
+        seq = serializers.IntegerField(min_value=0).run_validation(request.data.get("seq"))
+        try:
+            replica = sync_services.acknowledge(replica=replica, seq=seq)
+        except sync_services.Refused as error:
+            return _refused(error)
+        return Response(ReplicaSerializer(replica).data)
+
+
+def _change(change) -> dict:
+    return {
+        "seq": change.seq,
+        "kind": change.kind,
+        "file": str(change.file_id),
+        "revision": change.revision,
+        "payload": change.payload,
+        "created_at": change.created_at.isoformat(),
+    }
+
+
+async def changes(request):
+    """GET /api/sync/changes?since=N&limit=L&wait=S: answers as soon as something newer exists."""
+    user = await request_user(request)
+    if user is None:
+        return JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
+    try:
+        since = max(0, int(request.GET.get("since", 0)))
+        limit = min(max(1, int(request.GET.get("limit", 100))), 1000)
+        wait = min(max(0.0, float(request.GET.get("wait", 0))), settings.SYNC_MAX_WAIT_SECONDS)
+    except ValueError:
+        return JsonResponse({"detail": "since, limit and wait must be numbers."}, status=400)
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(GROUP, channel)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            position = await sync_to_async(feed_position)()
+            found = await sync_to_async(list)(changes_for(user, since=since, limit=limit))
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(
+                    layer.receive(channel), min(remaining, settings.EVENTS_POLL_SECONDS)
+                )
+            except TimeoutError:
+                pass
+    finally:
+        await layer.group_discard(GROUP, channel)
+    # Seqs up to `position` are all committed (the feed is gap-free in commit order), so a
+    # reader that saw nothing of its own may skip to it.
+    following = found[-1].seq if len(found) == limit else max(position, since)
+    return JsonResponse({"changes": [_change(c) for c in found], "next": following})

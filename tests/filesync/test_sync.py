@@ -1,0 +1,220 @@
+import hashlib
+import os
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from filesync import services
+from filesync.models import Blob, Change, ContentLock
+from tests.conftest import stored_names
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def put(client, data: bytes, *, name: str | None = None, **headers):
+    return client.generic(
+        "PUT",
+        f"/api/sync/blobs/{name or sha(data)}",
+        data,
+        content_type="application/octet-stream",
+        **headers,
+    )
+
+
+def test_put_stores_a_verified_blob_and_dedups(api_for, editor):
+    client = api_for(editor)
+    data = os.urandom(300_000)
+    created = put(client, data)
+    assert created.status_code == 201, created.content
+    assert Blob.objects.get(pk=sha(data)).size == len(data)
+    again = put(client, data)
+    assert again.status_code == 200 and again.json()["created"] is False
+
+
+def test_put_refuses_a_body_that_does_not_match_its_name(api_for, editor):
+    data = os.urandom(1000)
+    response = put(api_for(editor), data, name=sha(b"something else"))
+    assert response.status_code == 422
+    assert not Blob.objects.exists() and stored_names("blobs") == []
+
+
+def test_a_truncated_body_stores_nothing(asgi_server, editor):
+    """Through uvicorn: 600 of 1000 declared bytes, then the client stops sending."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.get_or_create(user=editor)[0].key
+    data = os.urandom(1000)
+    address = urlsplit(asgi_server)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+        conn.sendall(
+            f"PUT /api/sync/blobs/{sha(data)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Token {token}\r\nContent-Length: 1000\r\n\r\n".encode()
+            + data[:600]
+        )
+        conn.shutdown(socket.SHUT_WR)
+        answer = conn.recv(4096)
+    assert not answer.startswith((b"HTTP/1.1 2", b"HTTP/1.0 2"))
+    assert not Blob.objects.exists() and stored_names("blobs") == []
+
+
+def test_put_needs_a_length_within_the_limit_and_a_real_sha(api_for, editor, settings):
+    client = api_for(editor)
+    settings.SYNC_MAX_BLOB_BYTES = 10
+    assert put(client, b"x" * 11).status_code == 413
+    assert put(client, b"abc", name="not-a-sha").status_code in (400, 404)
+    assert not Blob.objects.exists()
+
+
+def test_get_serves_ranges_etags_and_head(api_for, viewer, media, png_bytes):
+    client = api_for(viewer)
+    url = f"/api/sync/blobs/{media.blob_id}"
+    head = client.head(url)
+    assert head.status_code == 200 and head["Content-Length"] == str(len(png_bytes))
+    assert head["ETag"] == f'"{media.blob_id}"'
+    assert client.get(url, HTTP_IF_NONE_MATCH=f'"{media.blob_id}"').status_code == 304
+    whole = client.get(url)
+    if whole.status_code == 302:
+        return  # S3: the presigned URL serves ranges itself
+    assert b"".join(whole.streaming_content) == png_bytes
+    pieces = []
+    for first in range(0, len(png_bytes), 1000):
+        part = client.get(url, HTTP_RANGE=f"bytes={first}-{first + 999}")
+        assert part.status_code == 206
+        pieces.append(b"".join(part.streaming_content))
+    assert b"".join(pieces) == png_bytes
+    assert client.get(url, HTTP_RANGE="bytes=999999-").status_code == 416
+
+
+def test_blobs_are_invisible_to_outsiders(api_for, outsider, media):
+    client = api_for(outsider)
+    assert client.get(f"/api/sync/blobs/{media.blob_id}").status_code == 404
+    assert client.head(f"/api/sync/blobs/{media.blob_id}").status_code == 404
+    assert client.post(f"/api/sync/blobs/{media.blob_id}/lock").status_code == 404
+
+
+def timestamp(client, seconds_ahead=60) -> str:
+    return str(client.get("/api/sync/timestamp").json()["epoch"] + seconds_ahead)
+
+
+def test_remove_refuses_referenced_locked_and_late_requests(api_for, editor, make_user):
+    client = api_for(editor)
+    data = os.urandom(5000)
+    put(client, data)
+    url = f"/api/sync/blobs/{sha(data)}"
+
+    lock = client.post(f"{url}/lock")
+    assert lock.status_code == 201
+    refused = client.delete(f"{url}?before={timestamp(client)}")
+    assert refused.status_code == 409 and refused.json()["reason"] == "locked"
+
+    assert client.post(f"/api/sync/locks/{lock.json()['id']}/keep").status_code == 200
+    assert client.delete(f"/api/sync/locks/{lock.json()['id']}").status_code == 204
+    late = client.delete(f"{url}?before={timestamp(client, -5)}")
+    assert late.status_code == 409 and late.json()["reason"] == "too_late"
+    assert client.delete(url).status_code == 400
+    assert Blob.objects.filter(pk=sha(data)).exists()
+
+    assert client.delete(f"{url}?before={timestamp(client)}").status_code == 204
+    assert not Blob.objects.exists() and stored_names("blobs") == []
+
+
+def test_remove_refuses_a_blob_in_use(api_for, editor, media):
+    Blob.objects.filter(pk=media.blob_id).update(created_by=editor)
+    client = api_for(editor)
+    response = client.delete(f"/api/sync/blobs/{media.blob_id}?before={timestamp(client)}")
+    assert response.status_code == 409 and response.json()["reason"] == "referenced"
+
+
+def test_expired_locks_stop_counting(api_for, editor):
+    client = api_for(editor)
+    data = os.urandom(100)
+    put(client, data)
+    lock = client.post(f"/api/sync/blobs/{sha(data)}/lock").json()
+    ContentLock.objects.filter(pk=lock["id"]).update(expires_at=timezone.now() - timedelta(1))
+    assert client.post(f"/api/sync/locks/{lock['id']}/keep").json()["reason"] == "lock_expired"
+    response = client.delete(f"/api/sync/blobs/{sha(data)}?before={timestamp(client)}")
+    assert response.status_code == 204
+
+
+def test_locks_belong_to_their_holder(api_for, editor, viewer, media):
+    lock = api_for(editor).post(f"/api/sync/blobs/{media.blob_id}/lock").json()
+    assert api_for(viewer).delete(f"/api/sync/locks/{lock['id']}").status_code == 404
+    assert ContentLock.objects.filter(pk=lock["id"]).exists()
+
+
+def test_every_write_appends_to_the_feed_in_order(api_for, editor, design, library):
+    client = api_for(editor)
+    services.add_page(file=design, name="p")
+    services.link_library(file=design, library=library)
+    services.soft_delete_file(file=design)
+    services.restore_file(file=design)
+    body = client.get("/api/sync/changes?since=0").json()
+    kinds = [(c["kind"], c["file"]) for c in body["changes"]]
+    assert sorted(kinds[:2]) == sorted(
+        [("file.created", str(library.id)), ("file.created", str(design.id))]
+    )
+    assert kinds[2:] == [
+        ("page.added", str(design.id)),
+        ("library.linked", str(design.id)),
+        ("file.deleted", str(design.id)),
+        ("file.restored", str(design.id)),
+    ]
+    seqs = [c["seq"] for c in body["changes"]]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert body["next"] == seqs[-1]
+    limited = client.get(f"/api/sync/changes?since={seqs[1]}&limit=2").json()
+    assert [c["seq"] for c in limited["changes"]] == seqs[2:4] and limited["next"] == seqs[3]
+
+
+def test_the_feed_shows_only_the_teams_of_the_reader(api_for, outsider, design):
+    assert api_for(outsider).get("/api/sync/changes").json()["changes"] == []
+    assert Change.objects.count() == 1
+
+
+def test_long_poll_answers_as_soon_as_a_change_arrives(asgi_server, editor, design, api_for):
+    import httpx
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.get_or_create(user=editor)[0].key
+    since = Change.objects.latest("seq").seq
+
+    def later():
+        time.sleep(1)
+        services.add_page(file=design, name="late")
+
+    threading.Thread(target=later).start()
+    started = time.monotonic()
+    answer = httpx.get(
+        f"{asgi_server}/api/sync/changes?since={since}&wait=20",
+        headers={"Authorization": f"Token {token}"},
+        timeout=30,
+    ).json()
+    waited = time.monotonic() - started
+    assert [c["kind"] for c in answer["changes"]] == ["page.added"]
+    assert 0.9 < waited < 5
+
+
+def test_replicas_register_heartbeat_and_acknowledge(api_for, editor, design):
+    client = api_for(editor)
+    replica = client.post("/api/sync/replicas", {"name": "laptop"}, format="json").json()
+    position = Change.objects.latest("seq").seq
+    acked = client.post(f"/api/sync/replicas/{replica['id']}/ack", {"seq": position}, format="json")
+    assert acked.status_code == 200 and acked.json()["acked_seq"] == position
+    ahead = client.post(
+        f"/api/sync/replicas/{replica['id']}/ack", {"seq": position + 5}, format="json"
+    )
+    assert ahead.status_code == 409
+    back = client.post(f"/api/sync/replicas/{replica['id']}/ack", {"seq": 0}, format="json")
+    assert back.json()["acked_seq"] == position
+    assert client.post(f"/api/sync/replicas/{replica['id']}/heartbeat").status_code == 200
+    assert client.post(f"/api/sync/replicas/{replica['id']}/nonsense").status_code == 404
