@@ -26,21 +26,21 @@ def test_purge_waits_for_a_running_export_that_pinned_the_file(workspace, settin
     job = services.create_export_job(project=workspace.project, enqueue=False)
     filesync_services.soft_delete_file(file=design, now=timezone.now() - timedelta(seconds=1))
 
-    assert "0 file(s) purged" in purge()
+    assert "0 file(s) and 0 blob(s) purged" in purge()
     assert File.objects.filter(pk=design.pk).exists()
 
     job = run_to_end(job)
     assert job.state == JobState.SUCCEEDED
     listed = purge("--dry-run")
-    assert f"would purge {design.id}" in listed
+    assert f"would purge file {design.id}" in listed
     assert File.objects.filter(pk=design.pk).exists()
-    assert f"purged {design.id}" in purge()
+    assert f"purged file {design.id}" in purge()
     assert not File.objects.filter(pk=design.pk).exists()
 
 
 def test_purge_leaves_files_inside_their_grace_period(workspace, settings):
     settings.FILE_PURGE_GRACE_SECONDS = 3600
     filesync_services.soft_delete_file(file=workspace.designs[1])
-    assert "0 file(s) purged" in purge()
+    assert "0 file(s) and 0 blob(s) purged" in purge()
     filesync_services.restore_file(file=workspace.designs[1])
     assert File.objects.get(pk=workspace.designs[1].pk).deleted_at is None

@@ -1,22 +1,29 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from filesync.purge import purge_files
+from filesync.purge import purge
+from filesync.singleton import NotHeld
 
 
 class Command(BaseCommand):
     help = (
         "Delete for good the files whose grace period is over and that nothing still needs "
-        "(e.g. an export that pinned them). --dry-run lists them only."
+        "(an active export, a retention lock, a replica that has not caught up), then the "
+        "blobs nothing uses. --dry-run lists them only."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true")
 
     def handle(self, *args, dry_run: bool, **options):
-        files = purge_files(dry_run=dry_run)
+        try:
+            done = purge(dry_run=dry_run)
+        except NotHeld as busy:
+            raise CommandError(str(busy)) from None
         verb = "would purge" if dry_run else "purged"
-        for file in files:
+        for file in done.files:
             self.stdout.write(
-                f"{verb} {file.id}  {file.name}  (deleted {file.deleted_at:%Y-%m-%d %H:%M})"
+                f"{verb} file {file.id}  {file.name}  (deleted {file.deleted_at:%Y-%m-%d %H:%M})"
             )
-        self.stdout.write(f"{len(files)} file(s) {verb}.")
+        for sha256 in done.blobs:
+            self.stdout.write(f"{verb} blob {sha256}")
+        self.stdout.write(f"{len(done.files)} file(s) and {len(done.blobs)} blob(s) {verb}.")
