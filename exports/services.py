@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from filesync.access import require_team_role
-from filesync.models import File, FileLibrary, Project, Snapshot
+from filesync.models import File, FileLibrary, MediaObject, Project, Snapshot
 
 from .archive import planned_size
 from .engine import acquire_lease, finish_cancelled
@@ -88,6 +88,11 @@ def create_export_job(
         for team_id in {file.project.team_id for file, _ in chosen}:
             require_team_role(user, team_id)
     exported = {file.id for file, _ in chosen}
+    live = [file.id for file, snap in chosen if snap is None]
+    if MediaObject.objects.filter(file_id__in=live, blob__isnull=True).exists():
+        raise ValidationError(
+            {"files": "Some media are still uploading (pending); export once they are ready."}
+        )
     extra, links = _library_closure(exported) if libraries != LibrariesMode.DETACH else (set(), [])
     if libraries == LibrariesMode.MERGE:
         extra = {library for file, library in _linked_libraries(exported)} - exported

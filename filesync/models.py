@@ -190,7 +190,12 @@ def blob_storage_name(sha256: str) -> str:
 class MediaObject(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     file = models.ForeignKey(File, on_delete=models.CASCADE, related_name="media")
-    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="media")
+    #: The content's hash, known before the bytes arrive; `blob` is set once they have
+    #: arrived and verified (until then the media object is pending).
+    sha256 = models.CharField(max_length=64, validators=[sha256_validator], db_index=True)
+    blob = models.ForeignKey(
+        Blob, null=True, blank=True, on_delete=models.PROTECT, related_name="media"
+    )
     name = models.CharField(max_length=250)
     mtype = models.CharField(max_length=100)
     width = models.PositiveIntegerField(null=True, blank=True)
@@ -200,9 +205,19 @@ class MediaObject(models.Model):
     class Meta:
         ordering = ["file", "id"]
         verbose_name = "media object"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(blob__isnull=True) | Q(blob=F("sha256")),
+                name="media_blob_is_its_sha256",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def state(self) -> str:
+        return "pending" if self.blob_id is None else "ready"
 
 
 class Snapshot(models.Model):
@@ -279,6 +294,7 @@ class ChangeKind(models.TextChoices):
     MEDIA_ADDED = "media.added"
     LIBRARY_LINKED = "library.linked"
     LIBRARY_UNLINKED = "library.unlinked"
+    MEDIA_READY = "media.ready"
 
 
 class Change(models.Model):

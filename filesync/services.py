@@ -5,6 +5,7 @@ from typing import BinaryIO
 from uuid import UUID, uuid4
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -27,6 +28,7 @@ from .models import (
     SnapshotPage,
     Team,
     empty_assets,
+    sha256_validator,
 )
 from .selectors import get_file
 
@@ -143,11 +145,23 @@ def store_blob(
         return Blob.objects.get(pk=digest.sha256)
     stream.seek(0)
     blobstore.write_blob(digest.sha256, stream)
-    blob, _ = Blob.objects.get_or_create(
-        sha256=digest.sha256,
-        defaults={"size": digest.size, "content_type": content_type, "created_by": user},
-    )
+    with transaction.atomic():
+        blob, _ = Blob.objects.get_or_create(
+            sha256=digest.sha256,
+            defaults={"size": digest.size, "content_type": content_type, "created_by": user},
+        )
+        _attach_pending_media(blob)
     return blob
+
+
+def _attach_pending_media(blob: Blob) -> None:
+    """Media that were waiting for these bytes become ready."""
+    pending = MediaObject.objects.filter(sha256=blob.sha256, blob__isnull=True)
+    for media in pending.select_related("file__project"):
+        MediaObject.objects.filter(pk=media.pk).update(blob=blob)
+        record_change(
+            kind=ChangeKind.MEDIA_READY, file=media.file, payload={"media": str(media.pk)}
+        )
 
 
 def add_media(
@@ -168,6 +182,37 @@ def add_media(
             id=media_id or uuid4(),
             file=file,
             blob=blob,
+            sha256=blob.sha256,
+            name=name,
+            mtype=content_type,
+            width=width,
+            height=height,
+        )
+        _bump_revision(file)
+        record_change(kind=ChangeKind.MEDIA_ADDED, file=file, payload={"media": str(media.id)})
+    return media
+
+
+def add_pending_media(
+    *,
+    file: File,
+    name: str,
+    sha256: str,
+    content_type: str,
+    width: int | None = None,
+    height: int | None = None,
+    media_id: UUID | None = None,
+) -> MediaObject:
+    """A media object whose bytes come later (a client or a replica uploads them): pending
+    until a blob with this sha256 is stored and verified, ready at once if it already is."""
+    sha256_validator(sha256)
+    with transaction.atomic():
+        file = get_file(file.pk, for_update=True).file
+        media = MediaObject.objects.create(
+            id=media_id or uuid4(),
+            file=file,
+            blob=Blob.objects.filter(pk=sha256).first(),
+            sha256=sha256,
             name=name,
             mtype=content_type,
             width=width,
@@ -203,6 +248,10 @@ def create_snapshot(*, file: File, label: str = "", user=None) -> Snapshot:
     """Capture the file's pages, assets and media, page by page."""
     with transaction.atomic():
         state = get_file(file.pk, include_deleted=True, for_update=True)
+        if state.file.media.filter(blob__isnull=True).exists():
+            raise ValidationError(
+                {"media": "Some media are still uploading; snapshot it once they are ready."}
+            )
         snapshot = Snapshot.objects.create(
             file=state.file,
             label=label,
@@ -273,6 +322,7 @@ def restore_snapshot(*, snapshot: Snapshot) -> File:
                 defaults={
                     "file": file,
                     "blob_id": m.blob_id,
+                    "sha256": m.blob_id,
                     "name": m.name,
                     "mtype": m.mtype,
                     "width": m.width,

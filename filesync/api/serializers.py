@@ -78,15 +78,39 @@ class MediaSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = MediaObject
-        fields = ["id", "file", "name", "mtype", "width", "height", "blob", "created_at"]
+        fields = [
+            "id",
+            "file",
+            "name",
+            "mtype",
+            "width",
+            "height",
+            "sha256",
+            "state",
+            "blob",
+            "created_at",
+        ]
         read_only_fields = fields
 
 
 class MediaUploadSerializer(serializers.Serializer):
-    upload = serializers.FileField()
+    """Either the bytes (`upload`, multipart), or their `sha256` to send them later."""
+
+    upload = serializers.FileField(required=False)
+    sha256 = serializers.RegexField(r"^[0-9a-f]{64}$", required=False)
+    mtype = serializers.CharField(max_length=100, required=False)
     name = serializers.CharField(max_length=250, required=False)
     width = serializers.IntegerField(min_value=0, required=False)
     height = serializers.IntegerField(min_value=0, required=False)
+
+    def validate(self, data):
+        if ("upload" in data) == ("sha256" in data):
+            raise serializers.ValidationError(
+                {"upload": ["Send the bytes as `upload`, or their `sha256` to upload later."]}
+            )
+        if "sha256" in data and not data.get("name"):
+            raise serializers.ValidationError({"name": ["A pending media object needs a name."]})
+        return data
 
 
 class LibraryLinkSerializer(serializers.ModelSerializer):

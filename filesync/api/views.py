@@ -4,7 +4,7 @@ from django.http import FileResponse, Http404, HttpResponseRedirect
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from .. import blobstore, services
@@ -31,6 +31,14 @@ class UUIDLookup:
     """Ids are UUIDs; anything else does not match a route and answers 404."""
 
     lookup_value_regex = UUID_RE
+
+
+def pending_response() -> Response:
+    """404 with a reason a client can act on: retry later, unlike any other 4xx."""
+    return Response(
+        {"reason": "pending", "detail": "The bytes have not arrived yet; retry later."},
+        status=status.HTTP_404_NOT_FOUND,
+    )
 
 
 def file_for(user, file_id, minimum: Role = Role.VIEWER, *, writable: bool = False) -> File:
@@ -186,7 +194,7 @@ class PageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildVie
 
 class MediaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildViewSet):
     serializer_class = MediaSerializer
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
 
     def get_queryset(self):
         return self.parent().media.select_related("blob").order_by("id")
@@ -198,14 +206,24 @@ class MediaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildVi
         upload = MediaUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
         data = upload.validated_data
-        media = services.add_media(
-            file=file,
-            name=data.get("name") or data["upload"].name,
-            stream=data["upload"],
-            content_type=data["upload"].content_type or "application/octet-stream",
-            width=data.get("width"),
-            height=data.get("height"),
-        )
+        if "sha256" in data:
+            media = services.add_pending_media(
+                file=file,
+                name=data["name"],
+                sha256=data["sha256"],
+                content_type=data.get("mtype") or "application/octet-stream",
+                width=data.get("width"),
+                height=data.get("height"),
+            )
+        else:
+            media = services.add_media(
+                file=file,
+                name=data.get("name") or data["upload"].name,
+                stream=data["upload"],
+                content_type=data["upload"].content_type or "application/octet-stream",
+                width=data.get("width"),
+                height=data.get("height"),
+            )
         return Response(MediaSerializer(media).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
@@ -213,6 +231,8 @@ class MediaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildVi
     def download(self, request, file_id=None, pk=None):
         """The media's bytes; on S3, a redirect to a short-lived presigned URL."""
         media = self.get_object()
+        if media.blob_id is None:
+            return pending_response()
         if url := blobstore.presigned_url(media.blob_id, filename=media.name):
             return HttpResponseRedirect(url)
         return FileResponse(

@@ -34,3 +34,10 @@ def feed_position() -> int:
 def changes_for(user, *, since: int, limit: int) -> QuerySet[Change]:
     teams = teams_for(user).values("pk")
     return Change.objects.filter(Q(team_id__in=teams), seq__gt=since).order_by("seq")[:limit]
+
+
+def pending_for(user, sha256: str) -> bool:
+    """Some file the user can see waits for a blob with this sha256."""
+    return MediaObject.objects.filter(
+        sha256=sha256, blob__isnull=True, file__in=files_for(user, include_deleted=True)
+    ).exists()

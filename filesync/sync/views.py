@@ -26,11 +26,12 @@ from rest_framework.views import APIView
 
 from .. import blobstore, services
 from ..api.auth import request_user
+from ..api.views import pending_response
 from ..feed import GROUP
 from ..http import ranged_file_response
 from ..models import ContentLock, Replica, sha256_validator
 from . import services as sync_services
-from .selectors import changes_for, feed_position, readable_blob
+from .selectors import changes_for, feed_position, pending_for, readable_blob
 
 
 def _refused(error: sync_services.Refused) -> Response:
@@ -39,8 +40,14 @@ def _refused(error: sync_services.Refused) -> Response:
     )
 
 
+class Pending(Exception):
+    pass
+
+
 def _blob_or_404(user, sha256: str):
     if (blob := readable_blob(user, sha256)) is None:
+        if pending_for(user, sha256):
+            raise Pending
         raise Http404("No such blob.")
     return blob
 
@@ -55,6 +62,11 @@ class TimestampView(APIView):
 
 class BlobView(APIView):
     """GET/HEAD a blob (ETag, If-None-Match, Range); PUT it (verified); DELETE it (safely)."""
+
+    def handle_exception(self, exc):
+        if isinstance(exc, Pending):
+            return pending_response()
+        return super().handle_exception(exc)
 
     def get(self, request, sha256):
         blob = _blob_or_404(request.user, sha256)

@@ -218,3 +218,39 @@ def test_replicas_register_heartbeat_and_acknowledge(api_for, editor, design):
     assert back.json()["acked_seq"] == position
     assert client.post(f"/api/sync/replicas/{replica['id']}/heartbeat").status_code == 200
     assert client.post(f"/api/sync/replicas/{replica['id']}/nonsense").status_code == 404
+
+
+def test_media_created_before_its_bytes_is_pending_until_they_arrive(api_for, editor, design):
+    from exports.services import create_export_job
+
+    client = api_for(editor)
+    data = os.urandom(2048)
+    created = client.post(
+        f"/api/files/{design.id}/media/",
+        {"name": "later.png", "sha256": sha(data), "mtype": "image/png"},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    assert created.json()["state"] == "pending" and created.json()["blob"] is None
+    waiting = client.get(f"/api/sync/blobs/{sha(data)}")
+    assert waiting.status_code == 404 and waiting.json()["reason"] == "pending"
+    download = client.get(f"/api/files/{design.id}/media/{created.json()['id']}/download/")
+    assert download.status_code == 404 and download.json()["reason"] == "pending"
+    with pytest.raises(Exception, match="still uploading"):
+        create_export_job(file_ids=[design.id], enqueue=False)
+    with pytest.raises(Exception, match="still uploading"):
+        services.create_snapshot(file=design)
+
+    assert put(client, data).status_code == 201
+    media = client.get(f"/api/files/{design.id}/media/{created.json()['id']}/").json()
+    assert media["state"] == "ready" and media["blob"]["sha256"] == sha(data)
+    assert Change.objects.latest("seq").kind == "media.ready"
+    assert client.get(f"/api/sync/blobs/{sha(data)}").status_code in (200, 302)
+
+
+def test_pending_media_needs_exactly_one_of_bytes_or_hash(api_for, editor, design):
+    client = api_for(editor)
+    for body in ({"name": "x"}, {"name": "x", "sha256": "nothex"}, {"sha256": "a" * 64}):
+        response = client.post(f"/api/files/{design.id}/media/", body, format="json")
+        assert response.status_code == 400, body
+    assert not design.media.exists()
