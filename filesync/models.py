@@ -363,3 +363,33 @@ class ContentLock(models.Model):
 
     def __str__(self) -> str:
         return f"lock on {self.blob_id} until {self.expires_at}"
+
+
+class Upload(models.Model):
+    """A resumable (tus) upload in progress. Its bytes wait in a staging file until the
+    last one arrives and the whole hashes to `sha256`; only then do they become a Blob."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads"
+    )
+    length = models.BigIntegerField()
+    offset = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, validators=[sha256_validator])
+    metadata = models.JSONField(default=dict, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(offset__gte=0) & Q(offset__lte=F("length")),
+                name="upload_offset_in_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"upload {self.id} ({self.offset}/{self.length})"

@@ -70,6 +70,7 @@ def isolated_storages(settings, tmp_path):
             options["location"] = str(var_dir / os.path.basename(options["location"]))
         configured[alias] = {**conf, "OPTIONS": options}
     settings.STORAGES = configured
+    settings.SYNC_UPLOAD_DIR = var_dir / "uploads"
     return {"FERRY_VAR_DIR": str(var_dir), "FERRY_S3_PREFIX": prefix}
 
 

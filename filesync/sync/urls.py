@@ -1,10 +1,12 @@
 from django.urls import path
 
-from . import views
+from . import tus, views
 
 SHA256 = "<str:sha256>"
 
 urlpatterns = [
+    path("uploads/", tus.UploadsView.as_view(), name="sync-uploads"),
+    path("uploads/<uuid:upload_id>", tus.UploadView.as_view(), name="sync-upload"),
     path("timestamp", views.TimestampView.as_view(), name="sync-timestamp"),
     path("changes", views.changes, name="sync-changes"),
     path(f"blobs/{SHA256}", views.BlobView.as_view(), name="sync-blob"),

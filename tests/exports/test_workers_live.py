@@ -1,0 +1,551 @@
+"""Exports run by real `manage.py qcluster` processes, killed and raced on a shared database.
+
+Every step is a process of its own, as an operator would run it: `migrate`, `seed_demo`,
+`export_files` (inline, and `--queue` following the job's events), `export_jobs --json`
+and `qcluster`. They share a database that is not pytest-django's test database:
+
+* embedded (`make test`): a SQLite file and filesystem storages under <tmp_path>/var, the
+  django-q2 ORM broker, no service variable at all;
+* services (`make test-services`): Redis (broker) and S3 (moto, started by the session
+  fixture `s3_server`) from the environment, and a throw-away PostgreSQL database created
+  and dropped here.
+
+The knobs are short (lease 5 s, tick 2 s, 1 MiB parts; S3 keeps its 5 MiB minimum), so a
+worker killed mid-tick is replaced within one run of the scheduled maintenance task.
+"""
+
+import hashlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+SERVICES = os.environ.get("FERRY_TEST_SERVICES") == "1"
+ROOT = Path(__file__).resolve().parents[2]
+MIB = 1024 * 1024
+
+pytestmark = pytest.mark.live
+
+#: Short knobs for every process the tests start.
+KNOBS = {
+    "EXPORT_LEASE_SECONDS": "5",
+    "EXPORT_TICK_SECONDS": "2",
+    "EXPORT_PART_SIZE": str(MIB),
+    "EXPORT_PROGRESS_INTERVAL": "0.25",
+}
+#: Variables that switch services on; only services mode passes them through.
+SERVICE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "Q_BROKER")
+#: Variables a test must not inherit from the shell that started pytest.
+INHERITED_NOISE = ("DJANGO_", "FERRY_", "EXPORT_", "Q_WORKERS", "FILE_PURGE", "EVENTS_")
+
+
+def log_tail(path: Path, lines: int = 60) -> str:
+    try:
+        text = path.read_text(errors="replace").replace("\r", "\n")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Proc:
+    """A process in a session (process group) of its own, its output kept in a log file.
+
+    With `lines=True` its stdout is also read line by line on a thread, so a test can
+    wait for a line without ever blocking on the pipe.
+    """
+
+    def __init__(
+        self, name: str, args: list[str], env: dict, log: Path, *, lines=False, stdin=False
+    ):
+        self.name, self.log = name, log
+        self.lines: list[str] = []
+        self._out = log.open("w")
+        self.popen = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if lines else self._out,
+            stderr=self._out,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+        if lines:
+            self._reader = threading.Thread(target=self._read, daemon=True)
+            self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.popen.stdout:
+            self.lines.append(line.rstrip("\n"))
+            self._out.write(line)
+            self._out.flush()
+
+    def send(self, text: str) -> None:
+        self.popen.stdin.write(text + "\n")
+        self.popen.stdin.flush()
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole group: the cluster's sentinel, workers, pusher and monitor."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(timeout=30)
+
+    def close(self) -> None:
+        self.kill()
+        self._out.close()
+
+
+class Ferry:
+    """One Ferry deployment, driven only through processes that share its database."""
+
+    def __init__(self, env: dict, logs: Path):
+        self.env, self.logs = env, logs
+        self.procs: list[Proc] = []
+        self.runs = 0
+
+    def _args(self, *args) -> list[str]:
+        return [sys.executable, "manage.py", *map(str, args)]
+
+    def manage(self, *args, timeout: float = 120, env: dict | None = None) -> str:
+        """Run a command to its end; return its stdout, or fail with its output and logs."""
+        self.runs += 1
+        try:
+            done = subprocess.run(
+                self._args(*args),
+                cwd=ROOT,
+                env={**self.env, **(env or {})},
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                start_new_session=True,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise AssertionError(
+                self.explain(f"manage.py {args[0]} took over {timeout}s: {error}")
+            ) from None
+        if done.returncode:
+            raise AssertionError(
+                self.explain(
+                    f"manage.py {' '.join(map(str, args))} exited {done.returncode}\n"
+                    f"--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-4000:]}"
+                )
+            )
+        return done.stdout
+
+    def json(self, *args, **kwargs):
+        return json.loads(self.manage(*args, **kwargs))
+
+    def start(self, name: str, *args, env: dict | None = None, **options) -> Proc:
+        proc = Proc(
+            name,
+            self._args(*args),
+            {**self.env, **(env or {})},
+            self.logs / f"{name}.log",
+            **options,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def start_cluster(self, name: str, workers: int, **env) -> Proc:
+        """`manage.py qcluster` in a process group of its own; returns once it runs."""
+        cluster = self.start(name, "qcluster", env={"Q_WORKERS": str(workers), **env})
+        wait_for(
+            lambda: "running." in log_tail(cluster.log) or not cluster.alive(),
+            timeout=60,
+            what=f"{name} to start",
+            ferry=self,
+        )
+        assert cluster.alive(), self.explain(f"{name} exited {cluster.popen.returncode}")
+        return cluster
+
+    def explain(self, message: str) -> str:
+        """The message, then the tail of every process's log (for assertion messages)."""
+        parts = [message]
+        for proc in self.procs:
+            state = "running" if proc.alive() else f"exited {proc.popen.returncode}"
+            parts.append(
+                f"\n===== {proc.name} (pid {proc.pid}, {state}) =====\n{log_tail(proc.log)}"
+            )
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.close()
+
+
+def wait_for(predicate, *, timeout: float, what: str, ferry: Ferry, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(every)
+    raise AssertionError(ferry.explain(f"timed out after {timeout:.0f}s waiting for {what}"))
+
+
+def subprocess_env(*, var_dir: str, s3_prefix: str, database_url: str | None) -> dict:
+    """The environment of the processes: embedded, or the session's services."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in SERVICE_VARIABLES
+        and not key.startswith("AWS_")
+        and not key.startswith(INHERITED_NOISE)
+    }
+    if SERVICES:
+        env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
+        env.update({k: os.environ[k] for k in ("REDIS_URL", "Q_BROKER") if k in os.environ})
+        env["DATABASE_URL"] = database_url
+        env["FERRY_S3_PREFIX"] = s3_prefix
+    env.update(KNOBS, FERRY_VAR_DIR=var_dir, PYTHONUNBUFFERED="1")
+    return env
+
+
+@pytest.fixture
+def shared_database():
+    """None (SQLite in FERRY_VAR_DIR), or the URL of a PostgreSQL database made for the test."""
+    if not SERVICES:
+        yield None
+        return
+    import psycopg
+
+    server = urlparse(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/x")
+    name = f"ferry_live_{secrets.token_hex(6)}"
+    admin = server._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def ferry(tmp_path, isolated_storages, shared_database, s3_server):
+    """A migrated Ferry on its own database and storages; kills what it started at the end."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    env = subprocess_env(
+        var_dir=isolated_storages["FERRY_VAR_DIR"],
+        s3_prefix=isolated_storages["FERRY_S3_PREFIX"],
+        database_url=shared_database,
+    )
+    deployment = Ferry(env, logs)
+    try:
+        deployment.manage("migrate", "--noinput", "-v0")
+        yield deployment
+    finally:
+        deployment.close()
+
+
+def seed(ferry: Ferry, **size) -> str:
+    args = [f"--{key.replace('_', '-')}={value}" for key, value in size.items()]
+    return ferry.manage("seed_demo", *args, "-v0", timeout=180).split()[-1]
+
+
+def sha256_and_location(stdout_lines: list[str]) -> tuple[str, str]:
+    sha256, _, location = stdout_lines[-1].partition("  ")
+    assert len(sha256) == 64 and location, stdout_lines[-3:]
+    return sha256, location
+
+
+def stored_sha256(location: str) -> str:
+    """Hash the artifact where export_files says it is: a path, or an s3:// URI."""
+    digest = hashlib.sha256()
+    if location.startswith("s3://"):
+        import boto3
+
+        bucket, _, key = location.removeprefix("s3://").partition("/")
+        client = boto3.client(
+            "s3",
+            endpoint_url=os.environ["AWS_S3_ENDPOINT_URL"],
+            region_name=os.environ.get("AWS_S3_REGION_NAME", "us-east-1"),
+        )
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        while chunk := body.read(MIB):
+            digest.update(chunk)
+    else:
+        with open(location, "rb") as artifact:
+            while chunk := artifact.read(MIB):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+#: Follows one job as `export_jobs <id> --json` shows it, every 20 ms, one JSON line each,
+#: plus the lease columns. A fresh `manage.py export_jobs` takes ~0.7 s to start, longer
+#: than a whole 40 MB export takes; this runs the same command in one long-lived process.
+WATCH_JOB = """
+import io, json, sys, time
+from django.core.management import call_command
+from exports.models import ExportJob
+print("ready", flush=True)
+job = sys.stdin.readline().strip()
+while True:
+    out = io.StringIO()
+    call_command("export_jobs", job, json=True, stdout=out)
+    state = json.loads(out.getvalue())
+    row = ExportJob.objects.values("worker", "lease_expires_at").get(pk=job)
+    state["worker"] = row["worker"]
+    state["lease_expires_at"] = row["lease_expires_at"] and row["lease_expires_at"].isoformat()
+    state["at"] = time.time()
+    print(json.dumps(state), flush=True)
+    if state["state"] not in ("queued", "running"):
+        break
+    time.sleep(0.02)
+"""
+
+#: What django-q2 recorded: every task (func, args, enqueued, stopped, result), failures
+#: included, and the maintenance schedule.
+DUMP_QUEUE_RECORDS = """
+import json
+from django_q.models import Schedule, Task
+def when(value):
+    return value.timestamp() if value else None
+tasks = [
+    {"id": t.id, "func": t.func, "args": list(t.args or ()), "enqueued": when(t.started),
+     "stopped": when(t.stopped), "result": t.result if isinstance(t.result, (str, int, dict))
+     else repr(t.result), "success": t.success}
+    for t in Task.objects.all()
+]
+schedules = [{"name": s.name, "func": s.func, "next_run": when(s.next_run)}
+             for s in Schedule.objects.all()]
+print(json.dumps({"tasks": tasks, "schedules": schedules}))
+"""
+
+
+def queue_records(ferry: Ferry) -> dict:
+    return json.loads(ferry.manage("shell", "--no-imports", "-c", DUMP_QUEUE_RECORDS))
+
+
+def stamp(seconds: float | None, origin: float) -> str:
+    return "-" if seconds is None else f"{seconds - origin:+.1f}s"
+
+
+# Large enough that the export is still running when a poll sees it half done (an
+# export writes ~150 MB/s to a local disk, ~30 MB/s to moto), small enough to run in 60 s.
+KILL_WORKSPACE = {"files": 6, "pages": 3, "objects": 50, "media_mb": 96, "libraries": 1}
+
+
+def test_killed_worker_resumes_to_the_same_bytes(ferry):
+    began = time.monotonic()
+    project = seed(ferry, **KILL_WORKSPACE)
+
+    # The reference: the same export run inline, never interrupted.
+    reference = ferry.manage("export_files", "--project", project, "-v0").splitlines()
+    reference_sha256, _ = sha256_and_location(reference)
+
+    first = ferry.start_cluster("qcluster-1", workers=1)
+    watcher = ferry.start(
+        "watcher", "shell", "--no-imports", "-c", WATCH_JOB, lines=True, stdin=True
+    )
+    wait_for(lambda: "ready" in watcher.lines, timeout=30, what="the watcher", ferry=ferry)
+    follower = ferry.start(
+        "export-files-queue", "export_files", "--project", project, "--queue", "-v0", lines=True
+    )
+    job_id = wait_for(
+        lambda: follower.lines and follower.lines[0], timeout=30, what="the job id", ferry=ferry
+    )
+    watcher.send(job_id)
+
+    # Kill the cluster once the job is about half done, while its worker holds the lease
+    # (a kill between two ticks would find no lease to take over).
+    seen_tick: dict[int, float] = {}
+    at_kill = None
+    deadline = time.monotonic() + 60
+    while at_kill is None:
+        assert time.monotonic() < deadline, ferry.explain("the job never got half done")
+        if not watcher.lines[1:]:
+            time.sleep(0.005)
+            continue
+        state = json.loads(watcher.lines[-1])
+        seen_tick.setdefault(state["ticks"], time.monotonic())
+        progress = state["progress"]
+        assert state["state"] in ("queued", "running"), ferry.explain(
+            f"the job ended ({state['state']}) before the kill; make the workspace bigger"
+        )
+        tick_age = time.monotonic() - seen_tick[state["ticks"]]
+        if (
+            state["worker"]
+            and progress["bytes_total"]
+            and progress["bytes_done"] >= progress["bytes_total"] * 0.45
+            and tick_age < float(KNOBS["EXPORT_TICK_SECONDS"]) - 0.5
+        ):
+            os.killpg(first.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            at_kill = state
+        else:
+            time.sleep(0.005)
+    first.popen.wait(timeout=30)
+
+    # The checkpoint the dead worker left, as an operator sees it; its lease still held.
+    time.sleep(0.3)
+    left = ferry.json("export_jobs", job_id, "--json")
+    after_kill = json.loads(watcher.lines[-1])
+    assert left["state"] == "running", ferry.explain(f"after the kill: {left}")
+    assert 0 < left["progress"]["bytes_done"] < left["progress"]["bytes_total"], left
+    assert after_kill["worker"] == at_kill["worker"] != "", ferry.explain(
+        f"the kill landed between two ticks (no lease held): {at_kill} / {after_kill}"
+    )
+
+    second = ferry.start_cluster("qcluster-2", workers=1)
+    second_started = time.monotonic()
+    wait_for(
+        lambda: not follower.alive(),
+        timeout=90,
+        what="the job to finish on the second cluster (export_files --queue to exit)",
+        ferry=ferry,
+    )
+    finished_after = time.monotonic() - second_started
+
+    assert follower.popen.returncode == 0, ferry.explain("export_files --queue failed")
+    sha256, location = sha256_and_location(follower.lines)
+    assert location.endswith(f"artifacts/{job_id}.zip"), follower.lines
+    assert sha256 == reference_sha256, ferry.explain("the resumed archive differs")
+    assert stored_sha256(location) == reference_sha256
+
+    job = ferry.json("export_jobs", job_id, "--json")
+    records = queue_records(ferry)
+    runtime = time.monotonic() - began
+    assert job["state"] == "succeeded" and job["artifact"]["sha256"] == reference_sha256, job
+    assert job["attempts"] == 2, ferry.explain(f"attempts: {job}")
+    assert job["part_writes"] - job["progress"]["parts_done"] <= 1, ferry.explain(str(job))
+    assert second.alive()
+
+    origin = time.time() - (time.monotonic() - killed_at)
+    maintain = [t for t in records["tasks"] if t["func"] == "exports.tasks.maintain"]
+    ticks = sorted(
+        (t for t in records["tasks"] if t["func"] == "exports.tasks.run_export"),
+        key=lambda t: t["enqueued"],
+    )
+    assert any(m["result"] and m["result"].get("requeued") for m in maintain), ferry.explain(
+        f"the job was not requeued by the maintenance task: {maintain}"
+    )
+    progress = job["progress"]
+    print(
+        f"\n[killed worker] {'services' if SERVICES else 'embedded'}: "
+        f"killed at {at_kill['progress']['bytes_done'] / progress['bytes_total']:.0%} "
+        f"(checkpoint {left['progress']['bytes_done']} of {left['progress']['bytes_total']} "
+        f"bytes, {left['progress']['parts_done']} parts); "
+        f"size {progress['bytes_total']} bytes, part size "
+        f"{max(MIB, 5 * MIB if SERVICES else 0)}\n"
+        f"  attempts={job['attempts']} ticks={job['ticks']} part_writes={job['part_writes']} "
+        f"parts_done={progress['parts_done']} bytes_replayed={job['bytes_replayed']}\n"
+        f"  sha256 {sha256} == reference; second cluster finished it "
+        f"{finished_after:.1f}s after starting; test runtime {runtime:.1f}s\n"
+        f"  timeline from the kill: "
+        + ", ".join(
+            f"maintain enqueued {stamp(m['enqueued'], origin)} -> {m['result']}" for m in maintain
+        )
+        + "; run_export ticks enqueued "
+        + ", ".join(f"{stamp(t['enqueued'], origin)} ({t['result']})" for t in ticks)
+        + "; next_run now "
+        + ", ".join(f"{s['name']} {stamp(s['next_run'], origin)}" for s in records["schedules"])
+    )
+
+
+CREATE_TEN_JOBS = """
+from exports.services import create_export_job
+from filesync.models import Project
+project = Project.objects.get(pk="{project}")
+for _ in range(10):
+    print(create_export_job(project=project).id)
+"""
+
+
+def test_two_clusters_run_ten_exports_without_overlap(ferry):
+    began = time.monotonic()
+    project = seed(ferry, files=4, pages=2, objects=20, media_mb=20, libraries=1)
+    # Ticks short enough that every job takes several, which the two clusters then share.
+    knobs = {"EXPORT_TICK_SECONDS": "0.1"}
+    clusters = [ferry.start_cluster(f"qcluster-{n}", workers=2, **knobs) for n in "ab"]
+
+    job_ids = ferry.manage(
+        "shell", "--no-imports", "-c", CREATE_TEN_JOBS.format(project=project)
+    ).split()
+    assert len(job_ids) == 10, job_ids
+
+    def all_ended():
+        jobs = ferry.json("export_jobs", "--json", "--limit", "100")
+        return all(j["state"] not in ("queued", "running") for j in jobs) and jobs
+
+    jobs = wait_for(all_ended, timeout=150, what="all ten exports to end", ferry=ferry, every=1)
+    elapsed = time.monotonic() - began
+    assert all(c.alive() for c in clusters), ferry.explain("a cluster died")
+    by_id = {j["id"]: j for j in jobs}
+    assert sorted(by_id) == sorted(job_ids)
+    failed = {i: (j["state"], j["error"]) for i, j in by_id.items() if j["state"] != "succeeded"}
+    assert not failed, ferry.explain(f"jobs that did not succeed: {failed}")
+
+    # Determinism: ten archives of the same files, byte for byte the same.
+    digests = {j["artifact"]["sha256"] for j in jobs}
+    assert len(digests) == 1, digests
+
+    records = queue_records(ferry)
+    ticks = defaultdict(list)
+    for task in records["tasks"]:
+        if task["func"] == "exports.tasks.run_export":
+            ticks[task["args"][0]].append(task)
+    outcomes = Counter(t["result"] for runs in ticks.values() for t in runs)
+    # Which cluster ran which tick: each worker logs "processing export-<job id>".
+    ran_on = {
+        c.name: Counter(
+            line.split("processing export-")[1].split()[0]
+            for line in log_tail(c.log, 100_000).splitlines()
+            if "processing export-" in line
+        )
+        for c in clusters
+    }
+
+    problems = []
+    for job_id, job in by_id.items():
+        runs = ticks[job_id]
+        worked = [t for t in runs if t["result"] != "busy"]
+        # A second worker could only take a job over after its lease lapsed; that bumps
+        # attempts, and the first worker's next checkpoint then ends its tick as "lost".
+        if job["attempts"] != 1:
+            problems.append(f"{job_id}: attempts {job['attempts']}")
+        if job["ticks"] < 1 or len(worked) != job["ticks"]:
+            problems.append(f"{job_id}: {job['ticks']} ticks, {len(worked)} tasks ran it")
+        if any(
+            not t["success"] or t["result"] not in ("running", "succeeded", "busy") for t in runs
+        ):
+            problems.append(f"{job_id}: {[t['result'] for t in runs]}")
+        # The ticks form one chain: each was queued by the tick before it, after that
+        # tick had released the lease, and ended after it.
+        chain = sorted(worked, key=lambda t: t["stopped"])
+        for before, after in zip(chain, chain[1:]):
+            if not before["enqueued"] <= after["enqueued"] <= before["stopped"] < after["stopped"]:
+                problems.append(f"{job_id}: ticks out of chain: {before} / {after}")
+    assert not problems, ferry.explain("\n".join(problems))
+    shared = [j for j in job_ids if all(ran_on[c.name][j] for c in clusters)]
+    assert all(sum(counts.values()) for counts in ran_on.values()), ferry.explain(
+        f"a cluster ran no tick: {ran_on}"
+    )
+
+    tick_counts = sorted(j["ticks"] for j in jobs)
+    print(
+        f"\n[two clusters] {'services' if SERVICES else 'embedded'}: 10 jobs of "
+        f"{jobs[0]['artifact']['size']} bytes, sha256 {digests.pop()[:16]}… for all, "
+        f"in {elapsed:.1f}s\n"
+        f"  attempts={sorted({j['attempts'] for j in jobs})} ticks per job={tick_counts} "
+        f"(total {sum(tick_counts)}); task outcomes {dict(outcomes)}\n"
+        f"  ticks per cluster: "
+        + ", ".join(f"{name}={sum(c.values())}" for name, c in ran_on.items())
+        + f"; jobs whose ticks ran on both clusters: {len(shared)}/10"
+    )
