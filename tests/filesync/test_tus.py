@@ -168,9 +168,11 @@ def test_a_tus_client_killed_half_way_resumes_to_the_right_blob(asgi_server, edi
             out.write(os.urandom(2**20))
     digest = hashlib.sha256(payload.read_bytes()).hexdigest()
     script = (
-        "import sys; from tusclient import client\n"
-        f"c = client.TusClient('{asgi_server}/api/sync/uploads/', headers={{'Authorization': 'Token {token}'}})\n"
-        f"u = c.uploader(file_path='{payload}', chunk_size=2**20, metadata={{'sha256': '{digest}'}})\n"
+        "from tusclient import client\n"
+        f"headers = {{'Authorization': 'Token {token}'}}\n"
+        f"c = client.TusClient('{asgi_server}/api/sync/uploads/', headers=headers)\n"
+        f"u = c.uploader(file_path='{payload}', chunk_size=2**20,\n"
+        f"               metadata={{'sha256': '{digest}'}})\n"
         "u.set_url(u.create_url()); print(u.url, flush=True)\n"
         "u.upload()\n"
     )
