@@ -254,3 +254,33 @@ def test_pending_media_needs_exactly_one_of_bytes_or_hash(api_for, editor, desig
         response = client.post(f"/api/files/{design.id}/media/", body, format="json")
         assert response.status_code == 400, body
     assert not design.media.exists()
+
+
+@pytest.mark.live
+def test_sixty_four_concurrent_clients_all_finish(asgi_server, editor):
+    """64 clients uploading and downloading at once on one server process."""
+    import asyncio
+
+    import httpx
+    from rest_framework.authtoken.models import Token
+
+    headers = {"Authorization": f"Token {Token.objects.get_or_create(user=editor)[0].key}"}
+    blobs = [os.urandom(200_000) for _ in range(64)]
+
+    async def one(client: httpx.AsyncClient, data: bytes) -> bool:
+        url = f"{asgi_server}/api/sync/blobs/{sha(data)}"
+        stored = await client.put(url, content=data, headers=headers)
+        assert stored.status_code == 201, stored.text
+        fetched = await client.get(url, headers=headers, follow_redirects=True)
+        return fetched.status_code == 200 and fetched.content == data
+
+    async def crowd() -> list[bool]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            return await asyncio.gather(*(one(client, data) for data in blobs))
+
+    started = time.monotonic()
+    results = asyncio.run(crowd())
+    assert all(results) and len(results) == 64
+    assert Blob.objects.count() == 64
+    assert time.monotonic() - started < 60
