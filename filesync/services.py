@@ -176,21 +176,15 @@ def add_media(
 ) -> MediaObject:
     """Store the bytes and attach them to the file. `media_id` keeps a known id (mirrors)."""
     blob = store_blob(stream=stream, content_type=content_type)
-    with transaction.atomic():
-        file = get_file(file.pk, for_update=True).file
-        media = MediaObject.objects.create(
-            id=media_id or uuid4(),
-            file=file,
-            blob=blob,
-            sha256=blob.sha256,
-            name=name,
-            mtype=content_type,
-            width=width,
-            height=height,
-        )
-        _bump_revision(file)
-        record_change(kind=ChangeKind.MEDIA_ADDED, file=file, payload={"media": str(media.id)})
-    return media
+    return add_pending_media(
+        file=file,
+        name=name,
+        sha256=blob.sha256,
+        content_type=content_type,
+        width=width,
+        height=height,
+        media_id=media_id,
+    )
 
 
 def add_pending_media(
