@@ -14,6 +14,8 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from filesync.http import releasing_connection
+
 from .events import TERMINAL_KINDS, group_name
 from .models import JobEvent
 from .selectors import events_after
@@ -36,7 +38,8 @@ async def job_events(job_id, after: int) -> AsyncIterator[JobEvent | None]:
     try:
         quiet_since = time.monotonic()
         while True:
-            for event in await sync_to_async(list)(events_after(job_id, after)):
+            read = releasing_connection(lambda after=after: list(events_after(job_id, after)))
+            for event in await sync_to_async(read)():
                 after = event.seq
                 quiet_since = time.monotonic()
                 yield event

@@ -4,6 +4,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+from django.db import connection
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 
@@ -84,3 +85,17 @@ def presigned_download_url(storage, name: str, *, filename: str) -> str | None:
             parameters={"ResponseContentDisposition": content_disposition_header(True, filename)},
         )
     return None
+
+
+def releasing_connection(read: Callable[[], object]) -> Callable[[], object]:
+    """Wrap a database read made from a long-lived request (SSE, long polls) so that it
+    gives its connection back at once: otherwise each open stream holds one for its whole
+    life, and a few hundred listeners exhaust the database's connections."""
+
+    def run():
+        try:
+            return read()
+        finally:
+            connection.close()
+
+    return run

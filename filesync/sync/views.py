@@ -28,7 +28,7 @@ from .. import blobstore, services
 from ..api.auth import request_user
 from ..api.views import pending_response
 from ..feed import GROUP
-from ..http import ranged_file_response
+from ..http import ranged_file_response, releasing_connection
 from ..models import ContentLock, Replica, sha256_validator
 from . import services as sync_services
 from .selectors import changes_for, feed_position, pending_for, readable_blob
@@ -249,8 +249,11 @@ async def changes(request):
     deadline = time.monotonic() + wait
     try:
         while True:
-            position = await sync_to_async(feed_position)()
-            found = await sync_to_async(list)(changes_for(user, since=since, limit=limit))
+            position, found = await sync_to_async(
+                releasing_connection(
+                    lambda: (feed_position(), list(changes_for(user, since=since, limit=limit)))
+                )
+            )()
             remaining = deadline - time.monotonic()
             if found or remaining <= 0:
                 break

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -81,6 +82,7 @@ class Proc:
             start_new_session=True,
         )
         self.pid = self.popen.pid
+        self._reader = None
         if lines:
             self._reader = threading.Thread(target=self._read, daemon=True)
             self._reader.start()
@@ -94,6 +96,13 @@ class Proc:
     def send(self, text: str) -> None:
         self.popen.stdin.write(text + "\n")
         self.popen.stdin.flush()
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the exit, and for the reader to have taken every line of the pipe."""
+        code = self.popen.wait(timeout=timeout)
+        if self._reader:
+            self._reader.join(timeout=timeout)
+        return code
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -343,6 +352,14 @@ KILL_WORKSPACE = {"files": 6, "pages": 3, "objects": 50, "media_mb": 96, "librar
 
 
 def test_killed_worker_resumes_to_the_same_bytes(ferry):
+    """SIGKILL the cluster mid-tick; a new cluster resumes the job to the reference bytes.
+
+    Nothing redelivers the dead worker's task in time (the ORM broker only after
+    Q_CLUSTER["retry"], 720 s; Redis never): the scheduled `exports.tasks.maintain` does.
+    django-q2 runs its scheduler from the guard loop every 30 s and not at start-up, so
+    the new cluster queues it ~30 s after it starts (the schedule's next_run, set at
+    `migrate`, is already past), and that run requeues the job whose lease expired.
+    """
     began = time.monotonic()
     project = seed(ferry, **KILL_WORKSPACE)
 
@@ -413,7 +430,7 @@ def test_killed_worker_resumes_to_the_same_bytes(ferry):
     )
     finished_after = time.monotonic() - second_started
 
-    assert follower.popen.returncode == 0, ferry.explain("export_files --queue failed")
+    assert follower.wait(timeout=10) == 0, ferry.explain("export_files --queue failed")
     sha256, location = sha256_and_location(follower.lines)
     assert location.endswith(f"artifacts/{job_id}.zip"), follower.lines
     assert sha256 == reference_sha256, ferry.explain("the resumed archive differs")
@@ -469,6 +486,16 @@ for _ in range(10):
 
 
 def test_two_clusters_run_ten_exports_without_overlap(ferry):
+    """Two clusters, ten jobs at once: all succeed, the same bytes, one worker at a time.
+
+    django-q2's Task.started is when a task was *queued*, not when it began: a tick queues
+    the next one before it returns, so [started, stopped] of consecutive ticks always
+    overlap and cannot prove anything. The proof is the lease's: a worker takes a job only
+    by an atomic update that requires no live lease, a takeover of a held (expired) lease
+    bumps `attempts` and ends the old holder's tick as "lost", and a refused worker
+    returns "busy". So: attempts == 1, no "lost", and every task that ran a job is one of
+    its `ticks` (and, while no maintenance run requeued anything, they form one chain).
+    """
     began = time.monotonic()
     project = seed(ferry, files=4, pages=2, objects=20, media_mb=20, libraries=1)
     # Ticks short enough that every job takes several, which the two clusters then share.
@@ -497,6 +524,14 @@ def test_two_clusters_run_ten_exports_without_overlap(ferry):
     assert len(digests) == 1, digests
 
     records = queue_records(ferry)
+    # The maintenance task (first run ~30 s after a cluster starts) queues a job again
+    # when it finds it without a lease, which a job between two ticks is: then two tasks
+    # may exist for one job, the lease lets one work, and the chain below does not hold.
+    requeued = sum(
+        (t["result"] or {}).get("requeued", 0)
+        for t in records["tasks"]
+        if t["func"] == "exports.tasks.maintain" and isinstance(t["result"], dict)
+    )
     ticks = defaultdict(list)
     for task in records["tasks"]:
         if task["func"] == "exports.tasks.run_export":
@@ -528,8 +563,8 @@ def test_two_clusters_run_ten_exports_without_overlap(ferry):
             problems.append(f"{job_id}: {[t['result'] for t in runs]}")
         # The ticks form one chain: each was queued by the tick before it, after that
         # tick had released the lease, and ended after it.
-        chain = sorted(worked, key=lambda t: t["stopped"])
-        for before, after in zip(chain, chain[1:]):
+        chain = sorted(worked, key=lambda t: t["stopped"]) if not requeued else []
+        for before, after in pairwise(chain):
             if not before["enqueued"] <= after["enqueued"] <= before["stopped"] < after["stopped"]:
                 problems.append(f"{job_id}: ticks out of chain: {before} / {after}")
     assert not problems, ferry.explain("\n".join(problems))
@@ -547,5 +582,6 @@ def test_two_clusters_run_ten_exports_without_overlap(ferry):
         f"(total {sum(tick_counts)}); task outcomes {dict(outcomes)}\n"
         f"  ticks per cluster: "
         + ", ".join(f"{name}={sum(c.values())}" for name, c in ran_on.items())
-        + f"; jobs whose ticks ran on both clusters: {len(shared)}/10"
+        + f"; jobs whose ticks ran on both clusters: {len(shared)}/10; "
+        + f"requeued by maintenance: {requeued}"
     )
