@@ -10,11 +10,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from filesync.http import releasing_connection
+from filesync.api.auth import read
 
 from .events import TERMINAL_KINDS, group_name
 from .models import JobEvent
@@ -38,8 +37,7 @@ async def job_events(job_id, after: int) -> AsyncIterator[JobEvent | None]:
     try:
         quiet_since = time.monotonic()
         while True:
-            read = releasing_connection(lambda after=after: list(events_after(job_id, after)))
-            for event in await sync_to_async(read)():
+            for event in await read(lambda after=after: list(events_after(job_id, after))):
                 after = event.seq
                 quiet_since = time.monotonic()
                 yield event

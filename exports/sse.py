@@ -2,10 +2,9 @@
 
 import json
 
-from asgiref.sync import sync_to_async
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 
-from filesync.api.auth import request_user
+from filesync.api.auth import read, request_user
 
 from .listening import job_events as follow
 from .selectors import jobs_for
@@ -34,7 +33,7 @@ async def job_events(request, job_id):
     user = await request_user(request)
     if user is None:
         return JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
-    visible = await sync_to_async(jobs_for(user).filter(pk=job_id).exists)()
+    visible = await read(lambda: jobs_for(user).filter(pk=job_id).exists())
     if not visible:
         raise Http404("No such export.")
     response = StreamingHttpResponse(

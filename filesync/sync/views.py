@@ -7,7 +7,6 @@ import tempfile
 import time
 from datetime import UTC, datetime
 
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import (
@@ -25,10 +24,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import blobstore, services
-from ..api.auth import request_user
+from ..api.auth import read, request_user
 from ..api.views import pending_response
 from ..feed import GROUP
-from ..http import ranged_file_response, releasing_connection
+from ..http import ranged_file_response
 from ..models import ContentLock, Replica, sha256_validator
 from . import services as sync_services
 from .selectors import changes_for, feed_position, pending_for, readable_blob
@@ -249,11 +248,9 @@ async def changes(request):
     deadline = time.monotonic() + wait
     try:
         while True:
-            position, found = await sync_to_async(
-                releasing_connection(
-                    lambda: (feed_position(), list(changes_for(user, since=since, limit=limit)))
-                )
-            )()
+            position, found = await read(
+                lambda: (feed_position(), list(changes_for(user, since=since, limit=limit)))
+            )
             remaining = deadline - time.monotonic()
             if found or remaining <= 0:
                 break

@@ -164,7 +164,16 @@
     render();
   }
 
+  function when(iso) {
+    return iso ? `${new Date(iso).toISOString().slice(0, 19).replace("T", " ")} UTC` : "\u2014";
+  }
+
   function applyDocument(doc) {
+    el("job-started").textContent = when(doc.started_at);
+    el("job-finished").textContent = when(doc.finished_at);
+    el("job-attempts").textContent = `${doc.attempts} (${doc.ticks} tick${doc.ticks === 1 ? "" : "s"})`;
+    el("job-sha256").textContent = (doc.artifact && doc.artifact.sha256) || "\u2014";
+    el("job-expires").textContent = when(doc.artifact && doc.artifact.expires_at);
     setProgress(doc.progress || {});
     setState(doc.state);
     if (doc.error) showError(doc.error.code, doc.error.message);
@@ -205,6 +214,7 @@
         stopPolling();
         live("");
         ws.close();
+        refreshDetails();
       }
     };
     ws.onclose = (closed) => {
@@ -235,13 +245,25 @@
     pollTimer = null;
   }
 
+  function fetchDocument() {
+    return fetch(root.dataset.api, {
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+    });
+  }
+
+  // After the end, once: the details the events do not carry (times, attempts).
+  function refreshDetails() {
+    fetchDocument()
+      .then((response) => (response.ok ? response.json() : null))
+      .then((doc) => doc && applyDocument(doc))
+      .catch(() => {});
+  }
+
   async function poll() {
     polls += 1;
     try {
-      const response = await fetch(root.dataset.api, {
-        credentials: "same-origin",
-        headers: { Accept: "application/json" },
-      });
+      const response = await fetchDocument();
       if (response.status === 403 || response.status === 404) {
         stopPolling();
         live("not allowed to follow this export");
