@@ -188,7 +188,12 @@ class _Tick:
             self._start()
         else:
             self.sink = sink_for(job)
-            self.sink.resume(job.bytes_flushed)
+            beyond = self.sink.resume(job.bytes_flushed)
+            if beyond:
+                job.parts_rewritten += math.ceil(beyond / job.part_size)
+                ExportJob.objects.filter(pk=job.pk, worker=self.worker).update(
+                    parts_rewritten=job.parts_rewritten
+                )
         records = [_record(row) for row in job.entries.order_by("index")]
         self.persisted = len(records)
         boundary = records[-1].end if records else 0
@@ -199,7 +204,8 @@ class _Tick:
         self.buffer: list[bytes] = []
         self.buffered = 0
         self.writer = ZipStream(offset=boundary, records=records)
-        self.parts = PartWriter(self.sink, self.hasher)
+        self.handed = self.persisted
+        self.parts = PartWriter(self.sink, self.hasher, self._checkpoint)
         try:
             self._write_archive()
         finally:
@@ -231,7 +237,7 @@ class _Tick:
             self._emit(chunk)
         if self.buffered:
             self._submit(b"".join(self.buffer))
-        self._checkpoint(self.parts.finish())
+        self.parts.finish()
 
     def _start(self) -> None:
         job = self.job
@@ -265,46 +271,45 @@ class _Tick:
             self._submit(pending[start : start + size])
 
     def _submit(self, part: bytes) -> None:
-        """Hand a part to the writer; checkpoint what it has finished; stop when out of time."""
+        """Hand a part to the writer with the entries it completes; stop when out of time."""
         number = self.produced // self.job.part_size + 1
         self.produced += len(part)
-        self.parts.submit(number, part)
-        self._checkpoint(self.parts.completed())
+        records = self.writer.records
+        complete = [r for r in records[self.handed :] if r.end <= self.produced]
+        self.handed += len(complete)
+        self.parts.submit(number, part, (complete, self.job.items_done, self.job.bytes_replayed))
         if time.monotonic() > self.deadline:
-            self._checkpoint(self.parts.finish())
+            self.parts.finish()
             raise OutOfTime
 
-    def _checkpoint(self, written: list[WrittenPart]) -> None:
-        """Record exactly the bytes now durable: never a cursor ahead of its data."""
-        if not written:
-            return
+    def _checkpoint(self, part: WrittenPart) -> None:
+        """On the writer thread, right after the part is durable: record exactly those bytes,
+        never a cursor ahead of its data."""
         job = self.job
-        for part in written:
-            self.flushed += part.size
-            self.etags.append(part.etag)
-        durable = [r for r in self.writer.records[self.persisted :] if r.end <= self.flushed]
+        complete, items_done, replayed = part.context
+        self.flushed += part.size
+        self.etags.append(part.etag)
         with transaction.atomic():
             alive = ExportJob.objects.filter(pk=job.pk, worker=self.worker).update(
                 bytes_flushed=self.flushed,
-                hash_state=written[-1].hash_state,
+                hash_state=part.hash_state,
                 bytes_done=self.flushed,
-                items_done=job.items_done,
-                parts_done=written[-1].number,
-                part_writes=F("part_writes") + len(written),
-                bytes_replayed=job.bytes_replayed,
+                items_done=items_done,
+                parts_done=part.number,
+                part_writes=F("part_writes") + 1,
+                bytes_replayed=replayed,
                 **self._lease(),
             )
             if not alive:
                 raise LeaseLost
-            for part in written:
-                ExportPart.objects.update_or_create(
-                    job=job, number=part.number, defaults={"size": part.size, "etag": part.etag}
-                )
-            ExportEntry.objects.bulk_create(
-                _row(job, self.persisted + i, r) for i, r in enumerate(durable)
+            ExportPart.objects.update_or_create(
+                job=job, number=part.number, defaults={"size": part.size, "etag": part.etag}
             )
-        self.persisted += len(durable)
-        self._progress(force=False)
+            ExportEntry.objects.bulk_create(
+                _row(job, self.persisted + i, r) for i, r in enumerate(complete)
+            )
+        self.persisted += len(complete)
+        self._progress(force=False, items_done=items_done)
 
     def _lease(self) -> dict:
         now = timezone.now()
@@ -327,7 +332,7 @@ class _Tick:
             raise LeaseLost
         self._progress(force=False)
 
-    def _progress(self, *, force: bool) -> None:
+    def _progress(self, *, force: bool, items_done: int | None = None) -> None:
         now = time.monotonic()
         if not force and now - self.last_progress < settings.EXPORT_PROGRESS_INTERVAL:
             return
@@ -340,7 +345,7 @@ class _Tick:
             job.pk,
             EventKind.PROGRESS,
             {
-                "items_done": job.items_done,
+                "items_done": job.items_done if items_done is None else items_done,
                 "items_total": job.items_total,
                 "bytes_done": self.flushed,
                 "bytes_total": max(job.bytes_total, self.flushed),

@@ -73,6 +73,8 @@ class ExportJob(models.Model):
     # regenerated only to be dropped because they were already written.
     part_writes = models.PositiveIntegerField(default=0)
     bytes_replayed = models.BigIntegerField(default=0)
+    #: Parts a dead worker had written past its last checkpoint, found and redone on resume.
+    parts_rewritten = models.PositiveIntegerField(default=0)
 
     # Lease: the worker that holds the job, until when. Renewed at every checkpoint.
     worker = models.CharField(max_length=100, blank=True)

@@ -1,13 +1,17 @@
-"""Writes an archive's parts on a thread of its own, in order, hashing them as they land.
+"""Writes an archive's parts on a thread of its own, in order: write, hash, checkpoint.
 
-Generating part n + 1 (reading blobs, CRC, deflate) overlaps writing part n and hashing
-it: both release the GIL, so on two cores an export runs close to the slower of the two.
-At most `depth` parts wait, so memory stays a few parts whatever the archive's size.
+Generating part n + 1 (reading blobs, CRC, deflate) overlaps writing part n: both release
+the GIL, so on two cores an export runs close to the slower of the two. Each part is
+checkpointed by this thread right after it is durable, so a worker that dies loses at
+most the part it was writing. At most `depth` parts wait: memory stays a few parts.
 """
 
 import queue
 import threading
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from django.db import connection
 
 from .binfile.resumable_hash import ResumableSha256
 from .sinks import PartSink
@@ -18,54 +22,57 @@ class WrittenPart(NamedTuple):
     size: int
     etag: str
     hash_state: bytes  # the archive's hash over every byte up to the end of this part
+    context: Any  # what the generating thread handed over with the part
 
 
 class PartWriter:
-    def __init__(self, sink: PartSink, hasher: ResumableSha256, depth: int = 2):
+    def __init__(
+        self,
+        sink: PartSink,
+        hasher: ResumableSha256,
+        checkpoint: Callable[[WrittenPart], None],
+        depth: int = 1,
+    ):
         self.sink = sink
         self.hasher = hasher
+        self.checkpoint = checkpoint
         self.todo: queue.Queue = queue.Queue(maxsize=depth)
-        self.done: queue.Queue = queue.Queue()
+        self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._work, name="export-part-writer", daemon=True)
         self.thread.start()
 
-    def submit(self, number: int, data: bytes) -> None:
-        self.todo.put((number, data))
+    def submit(self, number: int, data: bytes, context: Any = None) -> None:
+        """Queue a part (waiting while `depth` parts wait); re-raise the writer's failure."""
+        self.raise_failure()
+        self.todo.put((number, data, context))
 
-    def completed(self) -> list[WrittenPart]:
-        """Parts written since the last call; re-raises what went wrong in the writer."""
-        parts = []
-        while True:
-            try:
-                item = self.done.get_nowait()
-            except queue.Empty:
-                return parts
-            if isinstance(item, BaseException):
-                raise item
-            parts.append(item)
-
-    def finish(self) -> list[WrittenPart]:
-        """Wait for every submitted part to be written; return those not yet collected."""
+    def finish(self) -> None:
+        """Wait until every submitted part is written and checkpointed."""
         self.stop()
-        return self.completed()
+        self.raise_failure()
 
     def stop(self) -> None:
         if self.thread.is_alive():
             self.todo.put(None)
             self.thread.join()
 
-    def _work(self) -> None:
-        while (item := self.todo.get()) is not None:
-            number, data = item
-            try:
-                etag = self.sink.write_part(number, data)
-                self.hasher.update(data)
-            except BaseException as error:  # handed to the generating thread, which decides
-                self.done.put(error)
-                self._discard_rest()
-                return
-            self.done.put(WrittenPart(number, len(data), etag, self.hasher.state()))
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
-    def _discard_rest(self) -> None:
-        while self.todo.get() is not None:
-            pass
+    def _work(self) -> None:
+        try:
+            while (item := self.todo.get()) is not None:
+                if self.failure is not None:
+                    continue  # drain: nothing more is written after a failure
+                number, data, context = item
+                try:
+                    etag = self.sink.write_part(number, data)
+                    self.hasher.update(data)
+                    self.checkpoint(
+                        WrittenPart(number, len(data), etag, self.hasher.state(), context)
+                    )
+                except BaseException as error:  # handed to the generating thread
+                    self.failure = error
+        finally:
+            connection.close()

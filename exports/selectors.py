@@ -33,6 +33,7 @@ def describe_job(job: ExportJob) -> dict:
         "ticks": job.ticks,
         "part_writes": job.part_writes,
         "bytes_replayed": job.bytes_replayed,
+        "parts_rewritten": job.parts_rewritten,
         "artifact": {
             "name": job.artifact_name,
             "size": job.artifact_size,

@@ -18,7 +18,7 @@ PARTIALS = "partial"
 
 class PartSink(Protocol):
     def begin(self) -> dict: ...
-    def resume(self, flushed: int) -> None: ...
+    def resume(self, flushed: int) -> int: ...
     def write_part(self, number: int, data: bytes) -> str: ...
     def publish(self, etags: list[str], size: int) -> str: ...
     def abort(self) -> None: ...
@@ -47,10 +47,12 @@ class FilesystemSink:
             pass
         return {}
 
-    def resume(self, flushed: int) -> None:
-        """Cut off whatever was written after the last checkpoint."""
+    def resume(self, flushed: int) -> int:
+        """Cut off whatever was written after the last checkpoint; return how much that was."""
         with open(self.partial, "r+b") as partial:
+            beyond = max(0, os.fstat(partial.fileno()).st_size - flushed)
             partial.truncate(flushed)
+        return beyond
 
     def write_part(self, number: int, data: bytes) -> str:
         fd = os.open(self.partial, os.O_WRONLY)
@@ -79,7 +81,8 @@ class FilesystemSink:
 class S3MultipartSink:
     """An S3 multipart upload, through the client django-storages already configured."""
 
-    def __init__(self, storage, job_id, upload_id: str = ""):
+    def __init__(self, storage, job_id, part_size: int, upload_id: str = ""):
+        self.part_size = part_size
         self.client = storage.connection.meta.client
         self.bucket = storage.bucket_name
         self.name = artifact_name(job_id)
@@ -93,8 +96,12 @@ class S3MultipartSink:
         self.upload_id = upload["UploadId"]
         return {"upload_id": self.upload_id}
 
-    def resume(self, flushed: int) -> None:
-        """Parts already uploaded stay; the next part number overwrites any stray one."""
+    def resume(self, flushed: int) -> int:
+        """Parts past the checkpoint stay until overwritten by the same numbers; their size
+        says what a dead worker had written after its last checkpoint."""
+        listed = self.client.list_parts(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        done = flushed // self.part_size
+        return sum(p["Size"] for p in listed.get("Parts", []) if p["PartNumber"] > done)
 
     def write_part(self, number: int, data: bytes) -> str:
         answer = self.client.upload_part(
@@ -127,7 +134,7 @@ def uses_s3() -> bool:
 def sink_for(job) -> PartSink:
     storage = exports_storage()
     if uses_s3():
-        return S3MultipartSink(storage, job.id, job.sink_state.get("upload_id", ""))
+        return S3MultipartSink(storage, job.id, job.part_size, job.sink_state.get("upload_id", ""))
     return FilesystemSink(storage, job.id, job.part_size)
 
 
