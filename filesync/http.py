@@ -1,9 +1,11 @@
 """HTTP helpers shared by the apps: ranged, streamed file responses."""
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import BinaryIO
 
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
@@ -44,6 +46,15 @@ def _read(opener: Callable[[], BinaryIO], first: int, length: int) -> Iterator[b
             yield chunk
 
 
+async def _aread(opener: Callable[[], BinaryIO], first: int, length: int) -> AsyncIterator[bytes]:
+    """The same, for ASGI: Django would otherwise drain a sync iterator into memory whole
+    before sending a byte. Each chunk is read on the shared executor."""
+    chunks = _read(opener, first, length)
+    done = object()
+    while (chunk := await sync_to_async(next, thread_sensitive=False)(chunks, done)) is not done:
+        yield chunk
+
+
 def ranged_file_response(
     request,
     opener: Callable[[], BinaryIO],
@@ -61,9 +72,9 @@ def ranged_file_response(
         return response
     first, last = wanted or (0, size - 1)
     length = max(0, last - first + 1)
-    response = StreamingHttpResponse(
-        _read(opener, first, length), status=206 if wanted else 200, content_type=content_type
-    )
+    served_by_asgi = isinstance(getattr(request, "_request", request), ASGIRequest)  # DRF wraps
+    body = (_aread if served_by_asgi else _read)(opener, first, length)
+    response = StreamingHttpResponse(body, status=206 if wanted else 200, content_type=content_type)
     response["Content-Length"] = str(length)
     response["Accept-Ranges"] = "bytes"
     if wanted:

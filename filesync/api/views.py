@@ -1,6 +1,6 @@
 """Thin DRF views: check who is asking (filesync.access), then call selectors or services."""
 
-from django.http import FileResponse, Http404, HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from .. import blobstore, services
 from ..access import require_team_role
+from ..http import ranged_file_response
 from ..models import File, Role, Snapshot
 from ..selectors import files_for, get_file, projects_for, teams_for
 from .errors import Conflict
@@ -235,11 +236,13 @@ class MediaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildVi
             return pending_response()
         if url := blobstore.presigned_url(media.blob_id, filename=media.name):
             return HttpResponseRedirect(url)
-        return FileResponse(
-            blobstore.open_blob(media.blob_id),
-            as_attachment=True,
-            filename=media.name,
+        return ranged_file_response(
+            request,
+            lambda: blobstore.open_blob(media.blob_id),
+            size=media.blob.size,
             content_type=media.mtype,
+            filename=media.name,
+            etag=media.blob_id,
         )
 
 
