@@ -15,7 +15,8 @@ SERVICES_ENV := \
 	AWS_S3_ENDPOINT_URL=http://127.0.0.1:$(MOTO_PORT) \
 	AWS_ACCESS_KEY_ID=test-key \
 	AWS_SECRET_ACCESS_KEY=test-secret \
-	FERRY_TEST_SERVICES=1
+	FERRY_TEST_SERVICES=1 \
+	Q_CLUSTER_NAME=ferry-test-$(MOTO_PORT)
 
 .PHONY: run test test-services bench-upload clean
 

@@ -175,12 +175,16 @@ def delete_artifact(*, job: ExportJob) -> None:
 
 
 def requeue_stalled_jobs() -> list[UUID]:
-    """Jobs whose worker died (lease expired), or whose task was lost, go back on the queue."""
+    """Queue again the jobs no worker is moving: a lease that expired (its worker died), or
+    no lease and no sign of life for a whole lease period (its queued task was lost).
+    Jobs waiting their turn in a healthy queue are left alone; a duplicate is harmless
+    anyway, since the lease lets only one worker in."""
     now = timezone.now()
     lease = timedelta(seconds=settings.EXPORT_LEASE_SECONDS)
+    quiet = Q(heartbeat_at__lt=now - lease) | Q(heartbeat_at__isnull=True, created_at__lt=now - lease)
     stalled = (
-        ExportJob.objects.filter(state__in=ACTIVE_STATES, created_at__lt=now - lease / 4)
-        .filter(Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True))
+        ExportJob.objects.filter(state__in=ACTIVE_STATES)
+        .filter(Q(lease_expires_at__lt=now) | (Q(lease_expires_at__isnull=True) & quiet))
         .filter(Q(requeued_at__isnull=True) | Q(requeued_at__lt=now - lease))
     )
     job_ids = list(stalled.values_list("id", flat=True))

@@ -174,7 +174,8 @@ CHANNEL_LAYERS = {
 
 Q_BROKER = os.environ.get("Q_BROKER", "orm")
 Q_CLUSTER = {
-    "name": "ferry",
+    # Clusters sharing a broker share a queue by name; give separate deployments their own.
+    "name": os.environ.get("Q_CLUSTER_NAME", "ferry"),
     "workers": int(os.environ.get("Q_WORKERS", "2")),
     "timeout": 600,
     "retry": 720,
