@@ -22,9 +22,9 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from filesync.blobstore import BlobMissing
+from filesync.resumable_hash import ResumableSha256
 
 from .archive import archive_entries, planned_size
-from .binfile.resumable_hash import ResumableSha256
 from .binfile.zipstream import EntryRecord, ZipStream
 from .errors import ExportError
 from .events import record_event

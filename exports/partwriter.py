@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 
 from django.db import connection
 
-from .binfile.resumable_hash import ResumableSha256
+from filesync.resumable_hash import ResumableSha256
+
 from .sinks import PartSink
 
 

@@ -181,7 +181,9 @@ def requeue_stalled_jobs() -> list[UUID]:
     anyway, since the lease lets only one worker in."""
     now = timezone.now()
     lease = timedelta(seconds=settings.EXPORT_LEASE_SECONDS)
-    quiet = Q(heartbeat_at__lt=now - lease) | Q(heartbeat_at__isnull=True, created_at__lt=now - lease)
+    quiet = Q(heartbeat_at__lt=now - lease) | Q(
+        heartbeat_at__isnull=True, created_at__lt=now - lease
+    )
     stalled = (
         ExportJob.objects.filter(state__in=ACTIVE_STATES)
         .filter(Q(lease_expires_at__lt=now) | (Q(lease_expires_at__isnull=True) & quiet))

@@ -1,9 +1,11 @@
 """The `blobs` storage: content-addressed bytes, streamed in and out a chunk at a time."""
 
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import BinaryIO, NamedTuple
 
 from django.conf import settings
@@ -43,9 +45,19 @@ def seekable_copy(stream: BinaryIO) -> BinaryIO:
     return spool
 
 
+class StagedFile(DjangoFile):
+    """A complete local file handed to storage as is: filesystem storage moves it into
+    place (a rename on the same filesystem) instead of copying its bytes."""
+
+    def temporary_file_path(self) -> str:
+        return self.file.name
+
+
 def write_blob(sha256: str, stream: BinaryIO) -> None:
-    """Store bytes under their hash. Overwriting is harmless: the name fixes the content."""
-    blob_storage().save(blob_storage_name(sha256), DjangoFile(stream, name=sha256))
+    """Store bytes under their hash. Overwriting is harmless: the name fixes the content.
+    A stream that is a whole local file (`temporary_file_path`) is moved, not copied."""
+    content = stream if hasattr(stream, "temporary_file_path") else DjangoFile(stream, name=sha256)
+    blob_storage().save(blob_storage_name(sha256), content)
 
 
 def blob_exists(sha256: str) -> bool:
@@ -80,3 +92,28 @@ def delete_blob(sha256: str) -> None:
 
 def presigned_url(sha256: str, *, filename: str) -> str | None:
     return presigned_download_url(blob_storage(), blob_storage_name(sha256), filename=filename)
+
+
+class Received(NamedTuple):
+    file: StagedFile
+    digest: Digest
+
+
+@contextmanager
+def receive(body: BinaryIO, *, directory: str) -> Iterator[Received]:
+    """Copy a request body to a local file, hashing it on the way: one pass. The file is
+    gone afterwards, moved into the blob store or deleted."""
+    hasher = hashlib.sha256()
+    size = 0
+    spool = tempfile.NamedTemporaryFile(dir=directory, delete=False)
+    try:
+        with spool:
+            while chunk := body.read(settings.BLOB_CHUNK_SIZE):
+                hasher.update(chunk)
+                spool.write(chunk)
+                size += len(chunk)
+        with open(spool.name, "rb") as staged:
+            yield Received(StagedFile(staged), Digest(hasher.hexdigest(), size))
+    finally:
+        with suppress(FileNotFoundError):
+            os.remove(spool.name)

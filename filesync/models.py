@@ -377,6 +377,9 @@ class Upload(models.Model):
     offset = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, validators=[sha256_validator])
     metadata = models.JSONField(default=dict, blank=True)
+    #: The running SHA-256 of the bytes up to `offset` (filesync.resumable_hash), so the
+    #: last chunk completes the check without reading everything again.
+    hash_state = models.BinaryField(null=True, blank=True)
     locked_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)

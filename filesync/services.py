@@ -131,16 +131,22 @@ def add_page(*, file: File, name: str, objects: dict | None = None) -> Page:
 
 
 def store_blob(
-    *, stream: BinaryIO, content_type: str = "application/octet-stream", user=None
+    *,
+    stream: BinaryIO,
+    content_type: str = "application/octet-stream",
+    user=None,
+    verified: blobstore.Digest | None = None,
 ) -> Blob:
     """Put bytes in the blob store, hashed while they stream; memory stays one chunk.
 
-    The Blob row is written only after the bytes are stored, so a row always means the
-    bytes are there. Bytes already stored are not written again.
+    `verified` is a digest the caller computed from these very bytes (while receiving
+    them), which spares hashing them again. The Blob row is written only after the bytes
+    are stored, so a row always means the bytes are there. Bytes already stored are not
+    written again.
     """
     stream = blobstore.seekable_copy(stream)
     stream.seek(0)
-    digest = blobstore.digest_stream(stream)
+    digest = verified or blobstore.digest_stream(stream)
     if Blob.objects.filter(pk=digest.sha256).update(touched_at=timezone.now()):
         return Blob.objects.get(pk=digest.sha256)
     stream.seek(0)

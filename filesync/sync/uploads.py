@@ -8,6 +8,7 @@ the staging file goes away. One PATCH at a time per upload: a short lease on the
 import base64
 import hashlib
 import os
+from contextlib import suppress
 from datetime import timedelta
 from typing import BinaryIO
 
@@ -15,10 +16,12 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from .. import services
+from .. import blobstore, services
 from ..models import Blob, Upload
+from ..resumable_hash import ResumableSha256
 
 CHUNK = 1024 * 1024
+EMPTY = hashlib.sha256(b"").hexdigest()
 CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 
 
@@ -53,6 +56,8 @@ def create_upload(*, owner, length: int, sha256: str, metadata: dict) -> Upload:
         upload.refresh_from_db()
     else:
         open(staging_path(upload), "wb").close()
+        if length == 0:  # nothing will come: the empty blob is complete now
+            _finish(upload)
     return upload
 
 
@@ -78,6 +83,7 @@ def append(
         if offset != upload.offset:
             raise UploadError(409, f"Upload-Offset is {offset}; the upload is at {upload.offset}.")
         hasher = CHECKSUMS[checksum[0]]() if checksum else None
+        whole = ResumableSha256(upload.hash_state) if upload.hash_state else ResumableSha256()
         written = 0
         with open(staging_path(upload), "r+b") as staging:
             staging.seek(offset)
@@ -87,6 +93,7 @@ def append(
                     staging.truncate(offset)
                     raise UploadError(413, "The body goes past Upload-Length.")
                 staging.write(chunk)
+                whole.update(chunk)
                 if hasher:
                     hasher.update(chunk)
             if hasher and hasher.digest() != checksum[1]:
@@ -94,8 +101,11 @@ def append(
                 raise UploadError(460, "Upload-Checksum does not match; the chunk was discarded.")
             staging.flush()
             os.fsync(staging.fileno())
-        Upload.objects.filter(pk=upload.pk).update(offset=offset + written)
         upload.offset = offset + written
+        upload.hash_state = whole.state()
+        Upload.objects.filter(pk=upload.pk).update(
+            offset=upload.offset, hash_state=upload.hash_state
+        )
         if upload.offset == upload.length:
             _finish(upload)
         return upload
@@ -104,24 +114,22 @@ def append(
 
 
 def _finish(upload: Upload) -> None:
-    """Verify the whole and store it as a blob; a mismatch leaves nothing behind (422)."""
+    """Check the whole against the running hash and move it into the blob store; a
+    mismatch leaves nothing behind (422)."""
+    digest = ResumableSha256(upload.hash_state).hexdigest() if upload.hash_state else EMPTY
+    if digest != upload.sha256:
+        terminate(upload=upload)
+        raise UploadError(422, "The uploaded bytes do not hash to the sha256 given at creation.")
     path = staging_path(upload)
     with open(path, "rb") as staged:
-        hasher = hashlib.sha256()
-        while chunk := staged.read(CHUNK):
-            hasher.update(chunk)
-        if hasher.hexdigest() != upload.sha256:
-            terminate(upload=upload)
-            raise UploadError(
-                422, "The uploaded bytes do not hash to the sha256 given at creation."
-            )
-        staged.seek(0)
         services.store_blob(
-            stream=staged,
+            stream=blobstore.StagedFile(staged),
             content_type=upload.metadata.get("content_type", "application/octet-stream"),
             user=upload.owner,
+            verified=blobstore.Digest(digest, upload.length),
         )
-    os.remove(path)
+    with suppress(FileNotFoundError):
+        os.remove(path)
     upload.completed_at = timezone.now()
     Upload.objects.filter(pk=upload.pk).update(completed_at=upload.completed_at)
 

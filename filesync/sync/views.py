@@ -2,8 +2,6 @@
 filesync.sync.services / selectors, or the blob store."""
 
 import asyncio
-import shutil
-import tempfile
 import time
 from datetime import UTC, datetime
 
@@ -99,24 +97,23 @@ class BlobView(APIView):
             return Response({"detail": "The blob is larger than this server accepts."}, status=413)
         if readable_blob(request.user, sha256) is not None:
             return Response({"sha256": sha256, "created": False}, status=status.HTTP_200_OK)
-        with tempfile.TemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR) as spool:
-            shutil.copyfileobj(request._request, spool, settings.BLOB_CHUNK_SIZE)
-            if spool.tell() != int(declared):
+        with blobstore.receive(request._request, directory=settings.FILE_UPLOAD_TEMP_DIR) as got:
+            if got.digest.size != int(declared):
                 response = Response(
-                    {"detail": f"The body ended after {spool.tell()} of {declared} bytes."},
+                    {"detail": f"The body ended after {got.digest.size} of {declared} bytes."},
                     status=400,
                 )
                 response["Connection"] = "close"
                 return response
-            spool.seek(0)
-            if blobstore.digest_stream(spool).sha256 != sha256:
+            if got.digest.sha256 != sha256:
                 return Response(
                     {"detail": "The body does not hash to the sha256 in the URL."}, status=422
                 )
             services.store_blob(
-                stream=spool,
+                stream=got.file,
                 content_type=request.content_type or "application/octet-stream",
                 user=request.user,
+                verified=got.digest,
             )
         return Response({"sha256": sha256, "created": True}, status=status.HTTP_201_CREATED)
 

@@ -197,3 +197,9 @@ def test_a_tus_client_killed_half_way_resumes_to_the_right_blob(asgi_server, edi
     assert offset_at_kill <= uploader.offset < size  # the server may finish a PATCH it had whole
     uploader.upload()
     assert Blob.objects.get().sha256 == digest
+
+
+def test_an_empty_upload_completes_at_creation(api_for, editor):
+    created = create(api_for(editor), b"")
+    assert created.status_code == 201 and created["Upload-Offset"] == "0"
+    assert Blob.objects.get().sha256 == hashlib.sha256(b"").hexdigest()
