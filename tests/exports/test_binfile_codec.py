@@ -13,8 +13,8 @@ import pytest
 
 from exports.binfile import format as binfile
 from exports.binfile.reader import BinfileReader
-from exports.binfile.resumable_hash import ResumableSha256
 from exports.binfile.zipstream import DEFLATED, STORED, ZIP64_ENTRY_THRESHOLD, ZipStream
+from filesync.resumable_hash import ResumableSha256
 
 WHEN = datetime(2026, 3, 4, 5, 6, 7)
 
