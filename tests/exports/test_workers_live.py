@@ -348,7 +348,14 @@ def stamp(seconds: float | None, origin: float) -> str:
 
 # Large enough that the export is still running when a poll sees it half done (an
 # export writes ~150 MB/s to a local disk, ~30 MB/s to moto), small enough to run in 60 s.
-KILL_WORKSPACE = {"files": 6, "pages": 3, "objects": 50, "media_mb": 96, "libraries": 1}
+# FERRY_KILL_TEST_MB=300 runs the 300 MB case; CI uses 96 MB to stay quick.
+KILL_WORKSPACE = {
+    "files": 6,
+    "pages": 3,
+    "objects": 50,
+    "media_mb": int(os.environ.get("FERRY_KILL_TEST_MB", "96")),
+    "libraries": 1,
+}
 
 
 def test_killed_worker_resumes_to_the_same_bytes(ferry):
@@ -441,7 +448,8 @@ def test_killed_worker_resumes_to_the_same_bytes(ferry):
     runtime = time.monotonic() - began
     assert job["state"] == "succeeded" and job["artifact"]["sha256"] == reference_sha256, job
     assert job["attempts"] == 2, ferry.explain(f"attempts: {job}")
-    assert job["part_writes"] - job["progress"]["parts_done"] <= 1, ferry.explain(str(job))
+    assert job["part_writes"] == job["progress"]["parts_done"], ferry.explain(str(job))
+    assert job["parts_rewritten"] <= 1, ferry.explain(f"more than one part redone: {job}")
     assert second.alive()
 
     origin = time.time() - (time.monotonic() - killed_at)
@@ -462,7 +470,8 @@ def test_killed_worker_resumes_to_the_same_bytes(ferry):
         f"size {progress['bytes_total']} bytes, part size "
         f"{max(MIB, 5 * MIB if SERVICES else 0)}\n"
         f"  attempts={job['attempts']} ticks={job['ticks']} part_writes={job['part_writes']} "
-        f"parts_done={progress['parts_done']} bytes_replayed={job['bytes_replayed']}\n"
+        f"parts_done={progress['parts_done']} parts_rewritten={job['parts_rewritten']} "
+        f"bytes_replayed={job['bytes_replayed']}\n"
         f"  sha256 {sha256} == reference; second cluster finished it "
         f"{finished_after:.1f}s after starting; test runtime {runtime:.1f}s\n"
         f"  timeline from the kill: "
