@@ -70,11 +70,12 @@ def event_summary(kind: str, data: dict) -> str:
         return f"{data.get('items_total', 0)} items planned"
     if kind == "progress":
         return (
-            f"{data['items_done']}/{data['items_total']} items, "
-            f"{filesizeformat(data['bytes_done'])} / {filesizeformat(data['bytes_total'])}"
+            f"{data.get('items_done', 0)}/{data.get('items_total', 0)} items, "
+            f"{filesizeformat(data.get('bytes_done', 0))} / "
+            f"{filesizeformat(data.get('bytes_total', 0))}"
         )
     if kind == "end":
-        return f"{filesizeformat(data['size'])}, sha256 {data['sha256'][:12]}…"
+        return f"{filesizeformat(data.get('size', 0))}, sha256 {data.get('sha256', '')[:12]}…"
     if kind == "error":
         return f"{data.get('code')}: {data.get('message')}"
     return ""
@@ -90,7 +91,6 @@ class ExportJobAdmin(admin.ModelAdmin):
         "duration",
         "created_by",
         "project",
-        "libraries",
         "created_at",
     ]
     list_filter = ["state", "libraries", "created_at"]

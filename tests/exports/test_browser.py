@@ -1,0 +1,276 @@
+"""The admin's export pages in a real browser (Debian's chromium, driven by Playwright).
+
+uvicorn serves Ferry and a `manage.py qcluster` runs the exports, both sharing the test
+database and storages (`live_env`). The cluster is started only once the job page is
+open, so what the page shows after its first render came through job.js: the WebSocket,
+or the API polled when the socket is down.
+"""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
+
+from exports import services
+from exports.admin import percent_done
+from exports.models import ExportJob, JobState
+from filesync.blobstore import delete_blob
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+JOB_PAGE = re.compile(r"/admin/exports/exportjob/([0-9a-f-]{36})/change/$")
+PASSWORD = "a browser's password"
+
+
+@pytest.fixture
+def start_qcluster(live_env, tmp_path):
+    """Start `manage.py qcluster` (one worker, 64 KiB parts: a checkpoint and a progress
+    event every few entries; S3 keeps its 5 MiB) in a process group of its own."""
+    started = []
+    log_path = tmp_path / "qcluster.log"
+
+    def start() -> subprocess.Popen:
+        log = log_path.open("w")
+        cluster = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env={
+                **live_env,
+                "Q_WORKERS": "1",
+                "EXPORT_PART_SIZE": str(64 * 1024),
+                "EXPORT_PROGRESS_INTERVAL": "0",
+                "PYTHONUNBUFFERED": "1",
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append((cluster, log))
+        deadline = time.monotonic() + 60
+        while "running." not in log_path.read_text():
+            assert cluster.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        return cluster
+
+    yield start
+    for cluster, log in started:
+        cluster.terminate()  # the sentinel stops its workers; then the group, to be sure
+        try:
+            cluster.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(cluster.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        cluster.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def browser(live_env, monkeypatch):
+    """Chromium, headless. Playwright's sync API runs an event loop in this thread, so the
+    test's own ORM calls need DJANGO_ALLOW_ASYNC_UNSAFE (set after `live_env` was taken:
+    the servers never see it)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def root_user(settings, db):
+    """A superuser whose password the server can check (tests hash with MD5 elsewhere)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    return get_user_model().objects.create_superuser("root", "root@example.com", PASSWORD)
+
+
+def logged_in_page(browser, base: str, user):
+    from playwright.sync_api import expect
+
+    page = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    page = page.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(f"{base}/admin/login/?next=/admin/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    expect(page).to_have_url(f"{base}/admin/")
+    return page
+
+
+def socket_frames(page) -> list[dict]:
+    """Every message the page's WebSockets receive, parsed."""
+    frames: list[dict] = []
+    page.on(
+        "websocket",
+        lambda ws: ws.on("framereceived", lambda payload: frames.append(json.loads(payload))),
+    )
+    return frames
+
+
+def run_action(page, base: str, changelist: str, objects, action: str, libraries: str):
+    """Tick the objects, pick the action, choose the mode, submit: the job page opens."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}{changelist}")
+    for obj in objects:
+        page.check(f'input.action-select[value="{obj.pk}"]')
+    page.select_option("select[name=action]", action)
+    page.click("button[name=index]")
+    expect(page.locator("h1")).to_have_text("Export as binfile")
+    page.check(f'input[name=libraries][value="{libraries}"]')
+    page.click('input[type=submit][value="Export"]')
+    expect(page).to_have_url(JOB_PAGE)
+    return ExportJob.objects.get(pk=JOB_PAGE.search(page.url)[1])
+
+
+def test_export_files_from_the_admin_watch_it_live_and_download_it(
+    asgi_server, start_qcluster, browser, root_user, workspace, tmp_path
+):
+    from playwright.sync_api import expect
+
+    page = logged_in_page(browser, asgi_server, root_user)
+    frames = socket_frames(page)
+    job = run_action(
+        page,
+        asgi_server,
+        "/admin/filesync/file/",
+        workspace.designs,
+        "export_files_as_binfile",
+        libraries="merge",
+    )
+    expect(page.locator(".messagelist")).to_contain_text("Export queued.")
+    expect(page.locator("#job-state")).to_have_text("queued")
+    expect(page.locator("#job-percent")).to_have_text("0 %")
+    expect(page.locator("#job-live")).to_have_text("live")
+
+    start_qcluster()
+
+    expect(page.locator("#job-percent")).to_have_text("100 %", timeout=60_000)
+    expect(page.locator("#job-state")).to_have_text("succeeded")
+    expect(page.locator("#job-events li").last).to_contain_text("end")
+    expect(page.locator("#job-download")).to_be_visible()
+    expect(page.locator("#job-cancel")).to_be_hidden()
+    expect(page.locator("#job-retry")).to_be_hidden()
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED and job.libraries == "merge"
+    assert page.locator("#job-progress").evaluate("bar => bar.value") == 100
+    assert page.locator("#job-items").inner_text() == f"{job.items_total} / {job.items_total}"
+    kinds = [frame["kind"] for frame in frames if frame["kind"] != "heartbeat"]
+    assert kinds and kinds[-1] == "end" and "progress" in kinds  # it came over the socket
+    seqs = [
+        int(s)
+        for s in page.locator("#job-events li").evaluate_all(
+            "items => items.map(item => item.dataset.seq)"
+        )
+    ]
+    assert seqs == list(range(1, job.event_seq + 1))
+    expect(page.locator("#job-finished")).to_contain_text(" UTC")  # fetched after the end
+    expect(page.locator("#job-sha256")).to_have_text(job.artifact_sha256)
+    page.screenshot(path=tmp_path / "job-succeeded.png", full_page=True)
+
+    with page.expect_download() as download:
+        page.click("#job-download")
+    saved = tmp_path / "export.zip"
+    download.value.save_as(saved)
+    assert zipfile.ZipFile(saved).testzip() is None
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == job.artifact_sha256
+
+    page.goto(f"{asgi_server}/admin/exports/exportjob/")
+    expect(page.locator(f"tr:has-text('{str(job.pk)[:8]}') .export-badge")).to_have_css(
+        "background-color",
+        "rgb(46, 125, 50)",  # job.css's green: the list loads it too
+    )
+    page.screenshot(path=tmp_path / "job-list.png", full_page=True)
+
+
+def test_an_export_that_fails_half_way_shows_its_error(
+    asgi_server, start_qcluster, browser, root_user, workspace, tmp_path
+):
+    from playwright.sync_api import expect
+
+    page = logged_in_page(browser, asgi_server, root_user)
+    job = run_action(
+        page,
+        asgi_server,
+        "/admin/filesync/project/",
+        [workspace.project],
+        "export_projects_as_binfile",
+        libraries="all",
+    )
+    # Blobs go into the archive last, by sha256: losing the second photo fails the job
+    # after the first is written.
+    missing = max(media.blob_id for media in workspace.media)
+    delete_blob(missing)
+    start_qcluster()
+
+    expect(page.locator("#job-state")).to_have_text("failed", timeout=60_000)
+    expect(page.locator("#job-error")).to_be_visible()
+    expect(page.locator("#job-error-code")).to_have_text("blob_missing")
+    job.refresh_from_db()
+    assert job.error_code == "blob_missing"
+    expect(page.locator("#job-error-message")).to_have_text(job.error_message)
+    assert missing in job.error_message
+    expect(page.locator("#job-events li").last).to_contain_text("blob_missing")
+    assert page.locator("#job-percent").inner_text() == f"{percent_done(job)} %"
+    if not django_settings.AWS_STORAGE_BUCKET_NAME:  # 64 KiB parts: checkpoints before the failure
+        assert 0 < percent_done(job) < 100
+        expect(page.locator("#job-events li.export-event--progress").first).to_be_visible()
+    expect(page.locator("#job-retry")).to_be_visible()
+    expect(page.locator("#job-cancel")).to_be_hidden()
+    expect(page.locator("#job-download")).to_be_hidden()
+    page.screenshot(path=tmp_path / "job-failed.png", full_page=True)
+
+    # Retry opens the new job's page (it fails again: the blob is still missing).
+    page.click("#job-retry button")
+    expect(page).to_have_url(JOB_PAGE)
+    expect(page.locator(".messagelist")).to_contain_text("Retrying as a new export.")
+    assert ExportJob.objects.get(pk=JOB_PAGE.search(page.url)[1]).retry_of_id == job.pk
+    expect(page.locator("#job-error-code")).to_have_text("blob_missing", timeout=60_000)
+
+
+def test_the_page_polls_the_api_while_the_socket_is_down(
+    asgi_server, start_qcluster, browser, root_user, workspace, tmp_path
+):
+    from playwright.sync_api import expect
+
+    job = services.create_export_job(user=root_user, project=workspace.project)
+    page = logged_in_page(browser, asgi_server, root_user)
+    page.route_web_socket(re.compile(r"/ws/exports/"), lambda socket: socket.close())
+    polled = []
+    page.on("request", lambda r: polled.append(r.url) if "/api/exports/" in r.url else None)
+
+    page.goto(f"{asgi_server}/admin/exports/exportjob/{job.pk}/change/")
+    expect(page.locator("#job-live")).to_have_text("connection lost: polling")
+    start_qcluster()
+
+    expect(page.locator("#job-percent")).to_have_text("100 %", timeout=60_000)
+    expect(page.locator("#job-state")).to_have_text("succeeded")
+    expect(page.locator("#job-download")).to_be_visible()
+    assert f"{asgi_server}/api/exports/{job.pk}/" in polled
+    with page.expect_download() as download:
+        page.click("#job-download")
+    saved = tmp_path / "polled.zip"
+    download.value.save_as(saved)
+    assert zipfile.ZipFile(saved).testzip() is None
