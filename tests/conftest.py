@@ -105,6 +105,21 @@ def make_user(django_user_model):
 
 
 @pytest.fixture
+def admin_user(make_user):
+    return make_user("root", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def admin_client(admin_user):
+    """A superuser's admin session (the test client; CSRF not enforced)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
 def owner(make_user):
     return make_user("olivia")
 

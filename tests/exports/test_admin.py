@@ -35,18 +35,6 @@ def job_page(job) -> str:
     return f"{JOBS}{job.pk}/change/"
 
 
-@pytest.fixture
-def admin_user(make_user):
-    return make_user("root", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def admin_client(admin_user):
-    client = Client()
-    client.force_login(admin_user)
-    return client
-
-
 def staff(user):
     """Make `user` staff (not superuser) with the filesync view/change permissions."""
     user.is_staff = True

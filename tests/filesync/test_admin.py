@@ -16,18 +16,6 @@ FILES = "/admin/filesync/file/"
 
 
 @pytest.fixture
-def admin_user(make_user):
-    return make_user("root", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def admin_client(admin_user):
-    client = Client()
-    client.force_login(admin_user)
-    return client
-
-
-@pytest.fixture
 def other_team(make_user):
     return services.create_team(name="Elsewhere", owner=make_user("ophelia"))
 
