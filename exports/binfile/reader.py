@@ -2,8 +2,11 @@
 
 import hashlib
 import json
+import re
+import stat
 import zipfile
 import zlib
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from .format import DIGEST, MANIFEST, BinfileError, check_manifest
@@ -11,12 +14,29 @@ from .format import DIGEST, MANIFEST, BinfileError, check_manifest
 CHUNK = 1024 * 1024
 
 
+UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+EXPECTED_NAME = re.compile(
+    rf"^(manifest\.json|digest\.json|files/{UUID}\.json|files/{UUID}/(pages|media)/{UUID}\.json"
+    r"|blobs/[0-9a-f]{64})$"
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a reader accepts before reading a byte of content (zip bombs, huge archives)."""
+
+    max_bytes: int = 10 * 1024**3
+    max_entries: int = 1_000_000
+    max_ratio: int = 200  # uncompressed / compressed, for entries over 1 MiB
+
+
 class BinfileReader:
-    def __init__(self, fileobj: BinaryIO):
+    def __init__(self, fileobj: BinaryIO, limits: Limits = Limits()):
         try:
             self.zip = zipfile.ZipFile(fileobj)
         except (zipfile.BadZipFile, OSError, EOFError) as error:
             raise BinfileError(f"Not a readable ZIP archive: {error}", code="not_zip") from None
+        check_entries(self.zip.infolist(), limits)
         self.manifest = check_manifest(self.read_json(MANIFEST))
         digest = self.read_json(DIGEST)
         entries = digest.get("entries") if isinstance(digest, dict) else None
@@ -91,4 +111,40 @@ class BinfileReader:
                 code="digest_mismatch",
                 entry=info.filename,
                 field="sha256",
+            )
+
+
+def check_entries(infos: list[zipfile.ZipInfo], limits: Limits) -> None:
+    """Refuse hostile archives from their directory alone: unexpected names (zip-slip,
+    absolute paths), symlinks, duplicates, too many entries, too many bytes, bombs."""
+    if len(infos) > limits.max_entries:
+        raise BinfileError(
+            f"The archive has {len(infos)} entries; at most {limits.max_entries} are accepted.",
+            code="too_many_entries",
+        )
+    seen, total = set(), 0
+    for info in infos:
+        name = info.filename
+        if not EXPECTED_NAME.match(name):
+            raise BinfileError(
+                f"Unexpected entry name {name!r}.", code="unexpected_entry", entry=name
+            )
+        if name in seen:
+            raise BinfileError(f"{name} appears twice.", code="duplicate_entry", entry=name)
+        seen.add(name)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise BinfileError(f"{name} is a symbolic link.", code="symlink_entry", entry=name)
+        total += info.file_size
+        if total > limits.max_bytes:
+            raise BinfileError(
+                f"The archive expands past {limits.max_bytes} bytes.", code="too_large", entry=name
+            )
+        if info.file_size > 1024**2 and info.file_size > limits.max_ratio * max(
+            1, info.compress_size
+        ):
+            raise BinfileError(
+                f"{name} expands {info.file_size // max(1, info.compress_size)}x; at most "
+                f"{limits.max_ratio}x is accepted (zip bomb?).",
+                code="compression_ratio",
+                entry=name,
             )

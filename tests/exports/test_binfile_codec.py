@@ -117,11 +117,15 @@ def binfile_bytes(*, manifest: dict | None = None, extra=(), tamper=None) -> byt
     return bytes(out)
 
 
+BLOB = "blobs/" + "ab" * 32
+GHOST = "files/00000000-0000-4000-8000-000000000000.json"
+
+
 def test_reader_accepts_a_valid_binfile():
-    reader = BinfileReader(io.BytesIO(binfile_bytes(extra=[("blobs/x", b"abc", STORED, 3)])))
+    reader = BinfileReader(io.BytesIO(binfile_bytes(extra=[(BLOB, b"abc", STORED, 3)])))
     reader.verify()
     assert reader.manifest["type"] == "ferry/binfile"
-    assert reader.names() == ["manifest.json", "blobs/x", "digest.json"]
+    assert reader.names() == ["manifest.json", BLOB, "digest.json"]
 
 
 @pytest.mark.parametrize(
@@ -145,29 +149,29 @@ def test_reader_refuses_unknown_types_and_newer_versions(change, code, field):
 
 def test_reader_refuses_an_entry_that_differs_from_the_digest():
     def wrong_sha(digest):
-        digest["entries"]["blobs/x"]["sha256"] = "0" * 64
+        digest["entries"][BLOB]["sha256"] = "0" * 64
 
     reader = BinfileReader(
-        io.BytesIO(binfile_bytes(extra=[("blobs/x", b"abc", STORED, 3)], tamper=wrong_sha))
+        io.BytesIO(binfile_bytes(extra=[(BLOB, b"abc", STORED, 3)], tamper=wrong_sha))
     )
-    with pytest.raises(binfile.BinfileError, match="blobs/x does not match its sha256"):
+    with pytest.raises(binfile.BinfileError, match="blobs/(ab)+ does not match its sha256"):
         reader.verify()
 
 
 def test_reader_refuses_missing_and_unlisted_entries():
     def add_ghost(digest):
-        digest["entries"]["files/ghost.json"] = {"sha256": "0" * 64, "size": 1}
+        digest["entries"][GHOST] = {"sha256": "0" * 64, "size": 1}
 
     with pytest.raises(binfile.BinfileError, match="lacks") as missing:
         BinfileReader(io.BytesIO(binfile_bytes(tamper=add_ghost))).verify()
-    assert missing.value.entry == "files/ghost.json"
+    assert missing.value.entry == GHOST
 
     def forget_blob(digest):
-        del digest["entries"]["blobs/x"]
+        del digest["entries"][BLOB]
 
     with pytest.raises(binfile.BinfileError, match="not listed"):
         BinfileReader(
-            io.BytesIO(binfile_bytes(extra=[("blobs/x", b"abc", STORED, 3)], tamper=forget_blob))
+            io.BytesIO(binfile_bytes(extra=[(BLOB, b"abc", STORED, 3)], tamper=forget_blob))
         ).verify()
 
 
@@ -184,3 +188,54 @@ def test_encode_json_is_sorted_and_compact():
         '{"a":[1,{"c":"é","d":2}],"b":1}'.encode()
     )
     assert json.loads(binfile.encode_json({"x": None})) == {"x": None}
+
+
+def raw_zip(entries: list[tuple[str, bytes]], *, symlink: str = "") -> bytes:
+    """An archive made by Python's zipfile, as an attacker would make one."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name)
+            if name == symlink:
+                info.external_attr = 0o120777 << 16
+            archive.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
+MANIFEST = binfile.encode_json(
+    binfile.manifest(generated_by="t", source={}, libraries="all", files=[], relations=[])
+)
+
+
+@pytest.mark.parametrize(
+    "entries, symlink, code",
+    [
+        ([("manifest.json", MANIFEST), ("../../etc/passwd", b"x")], "", "unexpected_entry"),
+        ([("manifest.json", MANIFEST), ("/etc/passwd", b"x")], "", "unexpected_entry"),
+        ([("manifest.json", MANIFEST), ("files/a/../../x.json", b"x")], "", "unexpected_entry"),
+        ([("manifest.json", MANIFEST), (BLOB, b"target")], BLOB, "symlink_entry"),
+        ([("manifest.json", MANIFEST), (BLOB, b"1"), (BLOB, b"2")], "", "duplicate_entry"),
+        ([("manifest.json", MANIFEST), (BLOB, b"\0" * (64 * 1024**2))], "", "compression_ratio"),
+    ],
+)
+def test_hostile_archives_are_refused_from_their_directory(entries, symlink, code):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        data = raw_zip(entries, symlink=symlink)
+    with pytest.raises(binfile.BinfileError) as refused:
+        BinfileReader(io.BytesIO(data))
+    assert refused.value.code == code
+
+
+def test_limits_on_entries_and_bytes():
+    from exports.binfile.reader import Limits
+
+    data = binfile_bytes(extra=[(BLOB, b"x" * 5000, STORED, 5000)])
+    with pytest.raises(binfile.BinfileError) as too_many:
+        BinfileReader(io.BytesIO(data), Limits(max_entries=2))
+    assert too_many.value.code == "too_many_entries"
+    with pytest.raises(binfile.BinfileError) as too_large:
+        BinfileReader(io.BytesIO(data), Limits(max_bytes=1000))
+    assert too_large.value.code == "too_large"
