@@ -1,7 +1,9 @@
 """Shared helpers for the benchmarks: a throw-away Ferry, child processes, peak memory."""
 
+import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -57,3 +59,30 @@ def table(rows: list[tuple]) -> str:
         "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
         for row in rows
     )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def memory(pid: int) -> dict[str, float]:
+    """VmHWM (peak RSS) and VmRSS of a running process, in MiB, from /proc."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values
+
+
+def write_payload(path: Path, mb: int) -> str:
+    """Write `mb` MiB of random bytes, a chunk at a time; return their sha256."""
+    digest = hashlib.sha256()
+    with path.open("wb") as out:
+        for _ in range(mb):
+            chunk = os.urandom(MB)
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()

@@ -10,7 +10,6 @@ rows) and with REDIS_URL (channels-redis pushes).
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,15 +17,9 @@ import threading
 import time
 
 import httpx
-from _harness import ROOT, Ferry, table
+from _harness import ROOT, Ferry, free_port, table
 
 PYTHON = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(args, env) -> subprocess.Popen:

@@ -51,7 +51,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import httpx
-from _harness import MB, ROOT, Ferry, run, table
+from _harness import MB, ROOT, Ferry, free_port, memory, run, table, write_payload
 
 sys.path.insert(0, str(ROOT))
 from filesync.client import SyncClient  # noqa: E402  (needs ROOT on sys.path)
@@ -63,12 +63,6 @@ GOAL = "goal: upload (verified) >= 2x peer MB/s, download >= 1.2x peer MB/s"
 
 class PeerUnavailable(Exception):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, log: Path, seconds: float = 30) -> None:
@@ -102,26 +96,6 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
     except ProcessLookupError:
         pass
-
-
-def memory(pid: int) -> dict[str, float]:
-    """VmHWM (peak RSS) and VmRSS of a process, in MiB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            values[key] = int(rest.split()[0]) / 1024
-    return values
-
-
-def write_payload(path: Path, mb: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("wb") as out:
-        for _ in range(mb):
-            chunk = os.urandom(MB)
-            digest.update(chunk)
-            out.write(chunk)
-    return digest.hexdigest()
 
 
 def sha256_of(path: Path) -> str:

@@ -19,12 +19,10 @@ REDIS_URL, Q_BROKER and AWS_* are dropped from the environment unless --keep-env
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _harness import free_port, memory, write_payload
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -80,12 +79,6 @@ def setup_data(env: dict[str, str]) -> tuple[str, str]:
     return file_id, token.group(1)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
     """Start uvicorn and wait until it answers. With one worker uvicorn serves in its own
     process (no supervisor), so the Popen's pid is the process whose memory we read."""
@@ -106,27 +99,6 @@ def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
             time.sleep(0.2)
     server.terminate()
     raise RuntimeError("server did not answer within 30 s")
-
-
-def proc_status_mb(pid: int) -> dict[str, float]:
-    """VmHWM (peak RSS) and VmRSS of a process, in MB (MiB)."""
-    values: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            values[key] = int(rest.split()[0]) / 1024  # kB -> MiB
-    return values
-
-
-def write_payload(path: Path, mb: int) -> str:
-    """Write `mb` MiB of random bytes, a chunk at a time; return their sha256."""
-    hasher = hashlib.sha256()
-    with path.open("wb") as out:
-        for _ in range(mb):
-            chunk = os.urandom(MIB)
-            hasher.update(chunk)
-            out.write(chunk)
-    return hasher.hexdigest()
 
 
 def read_floor_seconds(path: Path) -> float:
@@ -167,7 +139,7 @@ def run(mb: int, keep_env: bool) -> int:
         warmup = var_dir / "warmup.bin"
         write_payload(warmup, 1)
         upload(client, file_id, warmup)
-        idle = proc_status_mb(server.pid)
+        idle = memory(server.pid)
 
         payload = var_dir / "payload.bin"
         expected = write_payload(payload, mb)
@@ -175,7 +147,7 @@ def run(mb: int, keep_env: bool) -> int:
         start = time.perf_counter()
         media = upload(client, file_id, payload)
         upload_s = time.perf_counter() - start
-        after = proc_status_mb(server.pid)
+        after = memory(server.pid)
         client.close()
 
         sha_ok = media["blob"]["sha256"] == expected
