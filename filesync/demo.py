@@ -173,7 +173,7 @@ def build_workspace(
                     media_ids.append(media.id)
             Page.objects.bulk_create(
                 Page(
-                    id=ids(),
+                    page_id=ids(),
                     file=file,
                     index=p,
                     name=f"Page {p + 1}",

@@ -117,8 +117,12 @@ class File(models.Model):
 
 
 class Page(models.Model):
+    """One page of a file. `page_id` is the page's id as clients and binfiles know it: local
+    to its file, so an import or a duplicate keeps it while the row gets a new `id`."""
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     file = models.ForeignKey(File, on_delete=models.CASCADE, related_name="pages")
+    page_id = models.UUIDField(default=uuid.uuid4)
     index = models.PositiveIntegerField()
     name = models.CharField(max_length=250)
     #: {object_id: {...}}; named so it leaves `objects` to the manager. The API and the
@@ -129,6 +133,7 @@ class Page(models.Model):
         ordering = ["file", "index"]
         constraints = [
             models.UniqueConstraint(fields=["file", "index"], name="page_unique_file_index"),
+            models.UniqueConstraint(fields=["file", "page_id"], name="page_unique_file_page_id"),
         ]
 
     def __str__(self) -> str:

@@ -77,7 +77,7 @@ class FileState:
     def _page_rows(self) -> tuple[QuerySet, str]:
         if self.snapshot:
             return SnapshotPage.objects.filter(snapshot=self.snapshot), "page_id"
-        return Page.objects.filter(file=self.file), "id"
+        return Page.objects.filter(file=self.file), "page_id"
 
     def pages(self, batch: int = PAGE_BATCH) -> Iterator[PageData]:
         rows, id_field = self._page_rows()

@@ -126,7 +126,7 @@ def add_page(*, file: File, name: str, objects: dict | None = None) -> Page:
             file=file, index=0 if last is None else last + 1, name=name, object_map=objects
         )
         _bump_revision(file)
-        record_change(kind=ChangeKind.PAGE_ADDED, file=file, payload={"page": str(page.id)})
+        record_change(kind=ChangeKind.PAGE_ADDED, file=file, payload={"page": str(page.page_id)})
     return page
 
 
@@ -310,7 +310,7 @@ def restore_snapshot(*, snapshot: Snapshot) -> File:
         _bulk_create_batched(
             Page,
             (
-                Page(file=file, id=p.id, index=p.index, name=p.name, object_map=p.objects)
+                Page(file=file, page_id=p.id, index=p.index, name=p.name, object_map=p.objects)
                 for p in frozen.pages()
             ),
         )

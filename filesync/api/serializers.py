@@ -59,6 +59,7 @@ class FileUpdateSerializer(serializers.Serializer):
 
 
 class PageSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="page_id", read_only=True)
     objects = serializers.JSONField(source="object_map", required=False)
 
     class Meta:

@@ -177,6 +177,7 @@ class FileChildViewSet(UUIDLookup, viewsets.GenericViewSet):
 
 class PageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildViewSet):
     serializer_class = PageSerializer
+    lookup_field = "page_id"
 
     def get_queryset(self):
         return self.parent().pages.order_by("index")

@@ -153,7 +153,7 @@ def test_snapshot_restore_brings_back_content_as_a_new_revision(design, media, p
     assert state.name == "Landing page"
     assert state.assets["colors"] == {"c": {"color": "#000"}}
     assert [(p.id, p.name, p.objects) for p in state.pages()] == [
-        (page.id, "Home", {"o1": {"type": "rect"}})
+        (page.page_id, "Home", {"o1": {"type": "rect"}})
     ]
     assert [(m.id, m.blob_id) for m in state.media()] == [(media.id, media.blob_id)]
     assert Snapshot.objects.filter(pk=snapshot.pk).exists()
