@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from . import blobstore
 from .content import validate_assets, validate_features, validate_objects
+from .copying import bulk_create_batched
 from .feed import record_change
 from .models import (
     Blob,
@@ -31,8 +32,6 @@ from .models import (
     sha256_validator,
 )
 from .selectors import get_file
-
-BULK_BATCH = 500
 
 
 def create_team(*, name: str, owner) -> Team:
@@ -262,7 +261,7 @@ def create_snapshot(*, file: File, label: str = "", user=None) -> Snapshot:
             features=state.features,
             assets=state.assets,
         )
-        _bulk_create_batched(
+        bulk_create_batched(
             SnapshotPage,
             (
                 SnapshotPage(
@@ -275,7 +274,7 @@ def create_snapshot(*, file: File, label: str = "", user=None) -> Snapshot:
                 for p in state.pages()
             ),
         )
-        _bulk_create_batched(
+        bulk_create_batched(
             SnapshotMedia,
             (
                 SnapshotMedia(
@@ -307,7 +306,7 @@ def restore_snapshot(*, snapshot: Snapshot) -> File:
         file.data_version = frozen.data_version
         file.save(update_fields=["name", "features", "assets", "data_version"])
         file.pages.all().delete()
-        _bulk_create_batched(
+        bulk_create_batched(
             Page,
             (
                 Page(file=file, page_id=p.id, index=p.index, name=p.name, object_map=p.objects)
@@ -334,14 +333,3 @@ def restore_snapshot(*, snapshot: Snapshot) -> File:
             kind=ChangeKind.FILE_UPDATED, file=file, payload={"snapshot": str(snapshot.pk)}
         )
     return file
-
-
-def _bulk_create_batched(model, rows) -> None:
-    batch = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= BULK_BATCH:
-            model.objects.bulk_create(batch)
-            batch.clear()
-    if batch:
-        model.objects.bulk_create(batch)

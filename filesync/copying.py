@@ -1,0 +1,150 @@
+"""Writing copies of files under new ids, with every cross-file reference relinked.
+
+Import, duplicate and restore-into-a-new-file all end here: they describe what to copy
+(`FileCopy`, content streamed page by page) and how ids map (`Relink`), and `write_copy`
+writes it. The reference fields come from `references.py`, the one declared list.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from uuid import UUID, uuid4
+
+from .feed import record_change
+from .models import DATA_VERSION, ChangeKind, File, FileLibrary, MediaObject, Page, Project
+from .references import MEDIA_REFERENCE, asset_references
+from .selectors import MediaData, PageData
+
+BULK_BATCH = 500
+
+
+@dataclass
+class Relink:
+    """How ids map in one copy. Files copied together get new ids (`files`), and so do
+    their media (`media`). A reference to a file outside the copy stays when that file is
+    in `kept` (the copier can read it) and is dropped otherwise (detached)."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    media: dict[str, str] = field(default_factory=dict)
+    kept: frozenset[str] = frozenset()
+
+    @classmethod
+    def fresh(cls, file_ids: Iterable, media_ids: Iterable, kept: Iterable = ()) -> "Relink":
+        """New random ids for every file and media object in the copy."""
+        return cls(
+            files={str(f): str(uuid4()) for f in file_ids},
+            media={str(m): str(uuid4()) for m in media_ids},
+            kept=frozenset(str(k) for k in kept),
+        )
+
+    def target(self, file_id) -> str | None:
+        """Where a reference to `file_id` points after the copy; None to detach it."""
+        file_id = str(file_id)
+        if file_id in self.files:
+            return self.files[file_id]
+        return file_id if file_id in self.kept else None
+
+    def objects(self, objects: dict) -> dict:
+        """A page's objects with their references rewritten (the input is left as it was)."""
+        result = {}
+        for object_id, original in objects.items():
+            obj = dict(original)
+            for reference, file_id, _asset in list(asset_references(obj)):
+                target = self.target(file_id)
+                if target is None:
+                    reference.drop(obj)
+                elif target != file_id:
+                    reference.set_file(obj, target)
+            image = obj.get(MEDIA_REFERENCE)
+            if image is not None and str(image) in self.media:
+                obj[MEDIA_REFERENCE] = self.media[str(image)]
+            result[object_id] = obj
+        return result
+
+
+@dataclass(frozen=True)
+class FileCopy:
+    """What one copied file is made of. `pages` and `media` are iterated once, in order."""
+
+    source_id: str
+    name: str
+    is_library: bool
+    features: list
+    assets: dict
+    pages: Iterable[PageData]
+    media: Iterable[MediaData]
+
+
+def write_copy(*, project: Project, copy: FileCopy, relink: Relink) -> File:
+    """Create the copy under its new id. Content must already be valid and at the current
+    data version; media blobs must be stored. Runs inside the caller's transaction."""
+    file = File.objects.create(
+        id=UUID(relink.files[copy.source_id]),
+        project=project,
+        name=copy.name,
+        is_library=copy.is_library,
+        features=copy.features,
+        assets=copy.assets,
+        data_version=DATA_VERSION,
+    )
+    bulk_create_batched(
+        Page,
+        (
+            Page(
+                file=file,
+                page_id=page.id,
+                index=page.index,
+                name=page.name,
+                object_map=relink.objects(page.objects),
+            )
+            for page in copy.pages
+        ),
+    )
+    bulk_create_batched(
+        MediaObject,
+        (
+            MediaObject(
+                id=UUID(relink.media[str(media.id)]),
+                file=file,
+                blob_id=media.blob_id,
+                sha256=media.blob_id,
+                name=media.name,
+                mtype=media.mtype,
+                width=media.width,
+                height=media.height,
+            )
+            for media in copy.media
+        ),
+    )
+    record_change(kind=ChangeKind.FILE_CREATED, file=file)
+    return file
+
+
+def link_copies(relations: Iterable[tuple], relink: Relink) -> int:
+    """Recreate file-uses-library links between the copies (or to kept libraries)."""
+    links = []
+    for file_id, library_id in relations:
+        file_target, library_target = relink.target(file_id), relink.target(library_id)
+        if file_target is None or library_target is None or file_target == library_target:
+            continue
+        links.append(FileLibrary(file_id=file_target, library_id=library_target))
+    FileLibrary.objects.bulk_create(links, ignore_conflicts=True)
+    files = File.objects.select_related("project").in_bulk({UUID(link.file_id) for link in links})
+    for link in links:
+        record_change(
+            kind=ChangeKind.LIBRARY_LINKED,
+            file=files[UUID(link.file_id)],
+            payload={"library": str(link.library_id)},
+        )
+    return len(links)
+
+
+def bulk_create_batched(model, rows: Iterable) -> None:
+    """Insert rows as they stream, a batch at a time, so memory holds one batch."""
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= BULK_BATCH:
+            model.objects.bulk_create(batch)
+            batch.clear()
+    if batch:
+        model.objects.bulk_create(batch)
