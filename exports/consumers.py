@@ -1,4 +1,5 @@
-"""The admin job page's WebSocket: /ws/exports/<id>/, the same events as SSE."""
+"""The admin job pages' WebSocket: /ws/exports/<id>/ and /ws/imports/<id>/, the same
+events as SSE."""
 
 import asyncio
 
@@ -7,27 +8,27 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from .listening import event_payload
 from .listening import job_events as follow
-from .selectors import jobs_for
+from .sse import VISIBLE
 
 NOT_FOUND = 4404
 
 
 class JobEventsConsumer(AsyncJsonWebsocketConsumer):
+    kind = "export"
+
     async def connect(self):
         user = self.scope["user"]
         job_id = self.scope["url_route"]["kwargs"]["job_id"]
-        if (
-            not user.is_authenticated
-            or not await database_sync_to_async(jobs_for(user).filter(pk=job_id).exists)()
-        ):
+        jobs = VISIBLE[self.kind](user) if user.is_authenticated else None
+        if jobs is None or not await database_sync_to_async(jobs.filter(pk=job_id).exists)():
             await self.close(code=NOT_FOUND)
             return
         await self.accept()
         after = _after(self.scope.get("query_string", b""))
-        self.relay = asyncio.create_task(self._relay(job_id, after))
+        self.relay = asyncio.create_task(self._relay(jobs.model, job_id, after))
 
-    async def _relay(self, job_id, after: int) -> None:
-        async for event in follow(job_id, after):
+    async def _relay(self, jobs, job_id, after: int) -> None:
+        async for event in follow(jobs, job_id, after):
             await self.send_json(event_payload(event) if event else {"kind": "heartbeat"})
 
     async def disconnect(self, code):

@@ -18,7 +18,7 @@ from itertools import islice
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import F
 from django.utils import timezone
 
 from filesync.blobstore import BlobMissing
@@ -28,8 +28,9 @@ from .archive import archive_entries, planned_size
 from .binfile.zipstream import EntryRecord, ZipStream
 from .errors import ExportError
 from .events import record_event
+from .leases import LeaseLost, acquire_lease, lease_until, release_lease
 from .links import download_path
-from .models import ACTIVE_STATES, EventKind, ExportEntry, ExportJob, ExportPart, JobState
+from .models import EventKind, ExportEntry, ExportJob, ExportPart, JobState
 from .partwriter import PartWriter, WrittenPart
 from .sinks import PartSink, sink_for, uses_s3
 
@@ -38,10 +39,6 @@ logger = logging.getLogger(__name__)
 MIB = 1024 * 1024
 S3_MIN_PART = 5 * MIB
 MAX_PARTS = 9_000  # below S3's 10,000, with room for an estimate that fell short
-
-
-class LeaseLost(Exception):
-    """Another worker holds the job now; this one must stop writing at once."""
 
 
 class OutOfTime(Exception):
@@ -60,29 +57,6 @@ def choose_part_size(bytes_planned: int, *, s3: bool) -> int:
     return math.ceil(bytes_planned / MAX_PARTS / MIB) * MIB
 
 
-def acquire_lease(job_id, worker: str) -> ExportJob | None:
-    """Take the job if it is active and nobody holds a live lease on it."""
-    now = timezone.now()
-    taken = (
-        ExportJob.objects.filter(pk=job_id, state__in=ACTIVE_STATES)
-        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
-        .update(
-            state=JobState.RUNNING,
-            lease_expires_at=now + timedelta(seconds=settings.EXPORT_LEASE_SECONDS),
-            heartbeat_at=now,
-            ticks=F("ticks") + 1,
-            # A first run, or a takeover from a worker that died holding the lease.
-            attempts=F("attempts")
-            + Case(When(worker="", ticks__gt=0, then=Value(0)), default=Value(1)),
-            worker=worker,
-            started_at=Case(
-                When(started_at__isnull=True, then=Value(now)), default=F("started_at")
-            ),
-        )
-    )
-    return ExportJob.objects.get(pk=job_id) if taken else None
-
-
 def run_tick(
     job_id,
     *,
@@ -92,7 +66,7 @@ def run_tick(
     on_progress: Callable[[ExportJob], None] | None = None,
 ) -> str:
     """Work on the job for one tick. Returns what became of it: a JobState, or 'busy'/'lost'."""
-    job = acquire_lease(job_id, worker)
+    job = acquire_lease(ExportJob, job_id, worker)
     if job is None:
         return "busy"
     budget = settings.EXPORT_TICK_SECONDS if tick_seconds is None else tick_seconds
@@ -100,7 +74,7 @@ def run_tick(
     try:
         tick.run()
     except OutOfTime:
-        _release(job, worker)
+        release_lease(job, worker)
         if requeue:
             requeue(job.id)
         return JobState.RUNNING
@@ -137,10 +111,6 @@ def _describe(error: Exception) -> tuple[str, str]:
     return "internal_error", f"Unexpected error ({type(error).__name__}); see the worker's log."
 
 
-def _release(job: ExportJob, worker: str) -> None:
-    ExportJob.objects.filter(pk=job.pk, worker=worker).update(worker="", lease_expires_at=None)
-
-
 def finish_cancelled(job: ExportJob, sink: PartSink | None = None) -> None:
     """End a job whose lease the caller holds as cancelled, aborting any parts it wrote."""
     if sink is None and job.part_size:
@@ -167,7 +137,7 @@ def _finish_without_artifact(job, sink: PartSink | None, state, kind, data: dict
             error_code=data.get("code", ""),
             error_message=data.get("message", ""),
         )
-        record_event(job.pk, kind, data)
+        record_event(job, kind, data)
 
 
 class _Tick:
@@ -316,7 +286,7 @@ class _Tick:
         self.last_alive = time.monotonic()
         return {
             "heartbeat_at": now,
-            "lease_expires_at": now + timedelta(seconds=settings.EXPORT_LEASE_SECONDS),
+            "lease_expires_at": lease_until(now),
         }
 
     def _between_entries(self) -> None:
@@ -342,7 +312,7 @@ class _Tick:
         if self.on_progress:
             self.on_progress(job)
         record_event(
-            job.pk,
+            job,
             EventKind.PROGRESS,
             {
                 "items_done": job.items_done if items_done is None else items_done,
@@ -377,7 +347,7 @@ class _Tick:
             ExportEntry.objects.filter(job=job).delete()
             ExportPart.objects.filter(job=job).delete()
             record_event(
-                job.pk,
+                job,
                 EventKind.END,
                 {
                     "artifact": name,

@@ -11,7 +11,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.db.models import F
 
-from .models import EventKind, ExportJob, JobEvent
+from .models import Event, EventKind, Job
 from .queue import enqueue_callback
 
 TERMINAL_KINDS = {EventKind.END, EventKind.ERROR, EventKind.CANCELLED}
@@ -20,18 +20,18 @@ logger = logging.getLogger(__name__)
 
 
 def group_name(job_id) -> str:
-    return f"export-job-{job_id}"
+    return f"job-{job_id}"
 
 
-def record_event(job_id, kind: str, data: dict | None = None) -> JobEvent:
+def record_event(job: Job, kind: str, data: dict | None = None) -> Event:
+    """Append to an export's or an import's trail (`job` needs only its pk and class)."""
+    jobs, job_id = type(job), job.pk
     with transaction.atomic():
-        ExportJob.objects.filter(pk=job_id).update(event_seq=F("event_seq") + 1)
-        seq, callback_url = ExportJob.objects.values_list("event_seq", "callback_url").get(
-            pk=job_id
-        )
-        event = JobEvent.objects.create(job_id=job_id, seq=seq, kind=kind, data=data or {})
+        jobs.objects.filter(pk=job_id).update(event_seq=F("event_seq") + 1)
+        seq = jobs.objects.values_list("event_seq", flat=True).get(pk=job_id)
+        event = job.events.create(seq=seq, kind=kind, data=data or {})
         transaction.on_commit(lambda: _push(job_id, seq, kind))
-        if callback_url and kind in TERMINAL_KINDS:
+        if kind in TERMINAL_KINDS and getattr(job, "callback_url", ""):
             transaction.on_commit(lambda: enqueue_callback(job_id))
     return event
 

@@ -16,11 +16,11 @@ from django.conf import settings
 from filesync.api.auth import read
 
 from .events import TERMINAL_KINDS, group_name
-from .models import JobEvent
+from .models import Event, Job
 from .selectors import events_after
 
 
-def event_payload(event: JobEvent) -> dict:
+def event_payload(event: Event) -> dict:
     return {
         "seq": event.seq,
         "kind": event.kind,
@@ -29,7 +29,7 @@ def event_payload(event: JobEvent) -> dict:
     }
 
 
-async def job_events(job_id, after: int) -> AsyncIterator[JobEvent | None]:
+async def job_events(jobs: type[Job], job_id, after: int) -> AsyncIterator[Event | None]:
     """Events with seq > after, in order, until a terminal one; None when a heartbeat is due."""
     layer = get_channel_layer()
     channel = await layer.new_channel()
@@ -37,7 +37,7 @@ async def job_events(job_id, after: int) -> AsyncIterator[JobEvent | None]:
     try:
         quiet_since = time.monotonic()
         while True:
-            for event in await read(lambda after=after: list(events_after(job_id, after))):
+            for event in await read(lambda after=after: list(events_after(jobs, job_id, after))):
                 after = event.seq
                 quiet_since = time.monotonic()
                 yield event

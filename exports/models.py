@@ -26,8 +26,45 @@ class LibrariesMode(models.TextChoices):
     DETACH = "detach", "Drop references to libraries"
 
 
-class ExportJob(models.Model):
+class Job(models.Model):
+    """What export and import jobs share: state, progress, the lease, the event counter."""
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
+    cancel_requested = models.BooleanField(default=False)
+
+    items_done = models.PositiveIntegerField(default=0)
+    items_total = models.PositiveIntegerField(default=0)
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(default=0)
+
+    # Lease: the worker that holds the job, until when; renewed while it works.
+    worker = models.CharField(max_length=100, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    ticks = models.PositiveIntegerField(default=0)
+    requeued_at = models.DateTimeField(null=True, blank=True)
+
+    error_code = models.CharField(max_length=50, blank=True)
+    error_message = models.TextField(blank=True)
+
+    event_seq = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at"]
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+class ExportJob(Job):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -45,21 +82,14 @@ class ExportJob(models.Model):
     libraries = models.CharField(
         max_length=10, choices=LibrariesMode.choices, default=LibrariesMode.ALL
     )
-    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
-    cancel_requested = models.BooleanField(default=False)
     callback_url = models.URLField(blank=True)
     callback_state = models.CharField(max_length=10, blank=True)
     callback_attempts = models.PositiveSmallIntegerField(default=0)
     retry_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
     )
-
-    # Progress. Items are archive entries; bytes are archive bytes (total is an estimate
+    # Progress: items are archive entries; bytes are archive bytes (total is an estimate
     # until the end, when it becomes the artifact's size).
-    items_done = models.PositiveIntegerField(default=0)
-    items_total = models.PositiveIntegerField(default=0)
-    bytes_done = models.BigIntegerField(default=0)
-    bytes_total = models.BigIntegerField(default=0)
     parts_done = models.PositiveIntegerField(default=0)
 
     # Checkpoint: bytes durably written, the hash of exactly those bytes, the part size
@@ -76,29 +106,12 @@ class ExportJob(models.Model):
     #: Parts a dead worker had written past its last checkpoint, found and redone on resume.
     parts_rewritten = models.PositiveIntegerField(default=0)
 
-    # Lease: the worker that holds the job, until when. Renewed at every checkpoint.
-    worker = models.CharField(max_length=100, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    ticks = models.PositiveIntegerField(default=0)
-    requeued_at = models.DateTimeField(null=True, blank=True)
-
     artifact_name = models.CharField(max_length=300, blank=True)
     artifact_size = models.BigIntegerField(null=True, blank=True)
     artifact_sha256 = models.CharField(max_length=64, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
-    error_code = models.CharField(max_length=50, blank=True)
-    error_message = models.TextField(blank=True)
 
-    event_seq = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-created_at"]
+    class Meta(Job.Meta):
         indexes = [models.Index(fields=["state", "lease_expires_at"], name="exportjob_lease")]
         constraints = [
             models.CheckConstraint(
@@ -110,9 +123,42 @@ class ExportJob(models.Model):
     def __str__(self) -> str:
         return f"Export {self.id} ({self.state})"
 
-    @property
-    def is_active(self) -> bool:
-        return self.state in ACTIVE_STATES
+
+class ImportJob(Job):
+    """A binfile coming back into a project: validated whole, then written in one
+    transaction. Its input is an uploaded archive (kept in the exports storage until the
+    job ends) or a blob a resumable upload completed."""
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="import_jobs",
+    )
+    project = models.ForeignKey(
+        "filesync.Project",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="import_jobs",
+    )
+    source_name = models.CharField(max_length=300, blank=True)
+    source_blob = models.CharField(max_length=64, blank=True)
+    source_size = models.BigIntegerField(default=0)
+    #: {archive file id: new file id} once the import committed.
+    files = models.JSONField(default=dict, blank=True)
+
+    class Meta(Job.Meta):
+        indexes = [models.Index(fields=["state", "lease_expires_at"], name="importjob_lease")]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(source_name="") | ~Q(source_blob=""), name="importjob_has_source"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Import {self.id} ({self.state})"
 
 
 class PinnedFile(models.Model):
@@ -211,18 +257,31 @@ class EventKind(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-class JobEvent(models.Model):
-    """The job's event trail: a row first, then a push. Listeners catch up from the rows."""
+class Event(models.Model):
+    """A job's event trail: a row first, then a push. Listeners catch up from the rows."""
 
-    job = models.ForeignKey(ExportJob, on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveIntegerField()
     kind = models.CharField(max_length=10, choices=EventKind.choices)
     data = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        abstract = True
         ordering = ["job", "seq"]
-        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="jobevent_seq")]
 
     def __str__(self) -> str:
         return f"{self.job_id} #{self.seq} {self.kind}"
+
+
+class JobEvent(Event):
+    job = models.ForeignKey(ExportJob, on_delete=models.CASCADE, related_name="events")
+
+    class Meta(Event.Meta):
+        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="jobevent_seq")]
+
+
+class ImportEvent(Event):
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="events")
+
+    class Meta(Event.Meta):
+        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="importevent_seq")]

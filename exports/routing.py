@@ -4,4 +4,5 @@ from .consumers import JobEventsConsumer
 
 websocket_urlpatterns = [
     path("ws/exports/<uuid:job_id>/", JobEventsConsumer.as_asgi()),
+    path("ws/imports/<uuid:job_id>/", JobEventsConsumer.as_asgi(kind="import")),
 ]

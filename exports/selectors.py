@@ -1,18 +1,27 @@
-"""Reads of export jobs, shared by the API, the admin and the commands."""
+"""Reads of export and import jobs, shared by the API, the admin and the commands."""
 
 from django.db.models import QuerySet
 
-from .models import ExportJob, JobEvent
+from .models import Event, ExportJob, ImportJob, Job
 
 
-def jobs_for(user) -> QuerySet[ExportJob]:
+def _visible(jobs: QuerySet, user) -> QuerySet:
     """Staff see every job; anyone else their own."""
-    jobs = ExportJob.objects.select_related("created_by")
+    jobs = jobs.select_related("created_by")
     return jobs if user.is_staff else jobs.filter(created_by=user)
 
 
-def events_after(job_id, seq: int) -> QuerySet[JobEvent]:
-    return JobEvent.objects.filter(job_id=job_id, seq__gt=seq).order_by("seq")
+def jobs_for(user) -> QuerySet[ExportJob]:
+    return _visible(ExportJob.objects.all(), user)
+
+
+def imports_for(user) -> QuerySet[ImportJob]:
+    return _visible(ImportJob.objects.select_related("project"), user)
+
+
+def events_after(jobs: type[Job], job_id, seq: int) -> QuerySet[Event]:
+    events = jobs._meta.get_field("events").related_model
+    return events.objects.filter(job_id=job_id, seq__gt=seq).order_by("seq")
 
 
 def describe_job(job: ExportJob) -> dict:

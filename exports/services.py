@@ -2,31 +2,30 @@
 
 import logging
 import os
-from datetime import timedelta
 from uuid import UUID
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from filesync.access import require_team_role
 from filesync.models import File, FileLibrary, MediaObject, Project, Snapshot
 
 from .archive import planned_size
-from .engine import acquire_lease, finish_cancelled
+from .engine import finish_cancelled
 from .events import record_event
+from .leases import acquire_lease, stalled_jobs
 from .models import (
     ACTIVE_STATES,
     EventKind,
     ExportJob,
+    ImportJob,
     JobState,
     LibrariesMode,
     PinnedFile,
     PinnedRelation,
 )
-from .queue import enqueue_export
+from .queue import enqueue_export, enqueue_import
 from .sinks import PARTIALS, exports_storage, uses_s3
 
 logger = logging.getLogger(__name__)
@@ -128,7 +127,7 @@ def create_export_job(
         )
         job.items_total, job.bytes_total = planned_size(job)
         job.save(update_fields=["items_total", "bytes_total"])
-        record_event(job.pk, EventKind.QUEUED, {"items_total": job.items_total})
+        record_event(job, EventKind.QUEUED, {"items_total": job.items_total})
         if enqueue:
             transaction.on_commit(lambda: enqueue_export(job.pk))
     return job
@@ -141,7 +140,7 @@ def request_cancel(*, job: ExportJob) -> ExportJob:
             f"The job is {job.state}; only a queued or running job can be cancelled."
         )
     ExportJob.objects.filter(pk=job.pk).update(cancel_requested=True)
-    if acquire_lease(job.pk, worker="canceller"):
+    if acquire_lease(ExportJob, job.pk, worker="canceller"):
         finish_cancelled(job)
     job.refresh_from_db()
     return job
@@ -175,26 +174,16 @@ def delete_artifact(*, job: ExportJob) -> None:
 
 
 def requeue_stalled_jobs() -> list[UUID]:
-    """Queue again the jobs no worker is moving: a lease that expired (its worker died), or
-    no lease and no sign of life for a whole lease period (its queued task was lost).
+    """Queue again the export and import jobs no worker is moving (see `stalled_jobs`).
     Jobs waiting their turn in a healthy queue are left alone; a duplicate is harmless
     anyway, since the lease lets only one worker in."""
-    now = timezone.now()
-    lease = timedelta(seconds=settings.EXPORT_LEASE_SECONDS)
-    quiet = Q(heartbeat_at__lt=now - lease) | Q(
-        heartbeat_at__isnull=True, created_at__lt=now - lease
-    )
-    stalled = (
-        ExportJob.objects.filter(state__in=ACTIVE_STATES)
-        .filter(Q(lease_expires_at__lt=now) | (Q(lease_expires_at__isnull=True) & quiet))
-        .filter(Q(requeued_at__isnull=True) | Q(requeued_at__lt=now - lease))
-    )
-    job_ids = list(stalled.values_list("id", flat=True))
-    ExportJob.objects.filter(pk__in=job_ids).update(requeued_at=now)
-    for job_id in job_ids:
-        logger.info("export %s: stalled, queued again", job_id)
-        enqueue_export(job_id)
-    return job_ids
+    requeued = []
+    for jobs, enqueue in ((ExportJob, enqueue_export), (ImportJob, enqueue_import)):
+        for job_id in stalled_jobs(jobs):
+            logger.info("%s %s: stalled, queued again", jobs._meta.verbose_name, job_id)
+            enqueue(job_id)
+            requeued.append(job_id)
+    return requeued
 
 
 def expire_artifacts() -> int:

@@ -1,4 +1,5 @@
-"""Server-sent events for API clients: GET /api/exports/<id>/events (an async view)."""
+"""Server-sent events for API clients: GET /api/exports/<id>/events and
+/api/imports/<id>/events (one async view; the URLconf says which jobs)."""
 
 import json
 
@@ -7,7 +8,9 @@ from django.http import Http404, JsonResponse, StreamingHttpResponse
 from filesync.api.auth import read, request_user
 
 from .listening import job_events as follow
-from .selectors import jobs_for
+from .selectors import imports_for, jobs_for
+
+VISIBLE = {"export": jobs_for, "import": imports_for}
 
 
 def _last_seen(request) -> int:
@@ -18,9 +21,9 @@ def _last_seen(request) -> int:
         return 0
 
 
-async def _stream(job_id, after: int):
+async def _stream(jobs, job_id, after: int):
     yield "retry: 2000\n\n"
-    async for event in follow(job_id, after):
+    async for event in follow(jobs, job_id, after):
         if event is None:
             yield ": heartbeat\n\n"
             continue
@@ -28,16 +31,17 @@ async def _stream(job_id, after: int):
         yield f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n"
 
 
-async def job_events(request, job_id):
+async def job_events(request, job_id, kind: str = "export"):
     """The job's events as `text/event-stream`; honours Last-Event-ID; ends after the last."""
     user = await request_user(request)
     if user is None:
         return JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
-    visible = await read(lambda: jobs_for(user).filter(pk=job_id).exists())
+    jobs = VISIBLE[kind](user)
+    visible = await read(lambda: jobs.filter(pk=job_id).exists())
     if not visible:
-        raise Http404("No such export.")
+        raise Http404(f"No such {kind}.")
     response = StreamingHttpResponse(
-        _stream(job_id, _last_seen(request)), content_type="text/event-stream"
+        _stream(jobs.model, job_id, _last_seen(request)), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from exports import services
 from exports.engine import run_tick
+from exports.leases import acquire_lease
 from exports.models import ExportEntry, ExportJob, ExportPart, JobEvent, JobState
 from filesync import services as filesync_services
 from filesync.models import Blob
@@ -99,9 +100,7 @@ def test_a_job_whose_worker_died_resumes_losing_at_most_one_part(workspace, monk
 
 def test_a_second_worker_cannot_take_a_held_job(workspace):
     job = export(project=workspace.project)
-    from exports.engine import acquire_lease
-
-    assert acquire_lease(job.pk, "first") is not None
+    assert acquire_lease(ExportJob, job.pk, "first") is not None
     assert run_tick(job.pk, worker="second") == "busy"
     job.refresh_from_db()
     assert job.worker == "first"

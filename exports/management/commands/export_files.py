@@ -99,7 +99,7 @@ class Command(BaseCommand):
         seq = 0
         with self._bar(job, verbosity) as bar:
             while True:
-                for event in events_after(job.pk, seq):
+                for event in events_after(ExportJob, job.pk, seq):
                     seq = event.seq
                     if event.kind == "progress":
                         bar.total = max(bar.total, event.data["bytes_total"])
