@@ -5,7 +5,11 @@ choose from, only what their own teams hold, and change files only where their t
 role is editor or owner (filesync.access).
 """
 
+from collections import defaultdict
+
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Count
 from django.utils.html import format_html
 from django.utils.translation import ngettext
@@ -43,6 +47,11 @@ def require_editor(request, files) -> None:
     """Raise PermissionDenied unless the user edits every team these files belong to."""
     for team_id in {file.project.team_id for file in files}:
         require_team_role(request.user, team_id, Role.EDITOR)
+
+
+def refused(model_admin, request, error: ValidationError) -> None:
+    """Report a service's refusal (nothing was written) as an error message."""
+    model_admin.message_user(request, " ".join(error.messages), messages.ERROR)
 
 
 class TeamScopedChoices:
@@ -107,6 +116,21 @@ class ProjectAdmin(TeamScopedAdmin):
     list_filter = [("team", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "id", "team__name"]
     autocomplete_fields = ["team"]
+    actions = ["duplicate"]
+
+    @admin.action(description="Duplicate selected projects", permissions=["change"])
+    def duplicate(self, request, queryset):
+        projects = list(queryset.select_related("team"))
+        for team_id in {project.team_id for project in projects}:
+            require_team_role(request.user, team_id, Role.EDITOR)
+        try:
+            with transaction.atomic():
+                for project in projects:
+                    services.duplicate_project(project=project, user=request.user)
+        except ValidationError as error:
+            return refused(self, request, error)
+        message = ngettext("%d project duplicated.", "%d projects duplicated.", len(projects))
+        self.message_user(request, message % len(projects), messages.SUCCESS)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -210,7 +234,7 @@ class FileAdmin(TeamScopedAdmin):
     ]
     autocomplete_fields = ["project"]
     inlines = [LibraryInline, PageInline, MediaInline, SnapshotInline]
-    actions = ["soft_delete", "restore", "snapshot"]
+    actions = ["soft_delete", "restore", "snapshot", "duplicate"]
     date_hierarchy = "modified_at"
 
     def get_queryset(self, request):
@@ -278,6 +302,35 @@ class FileAdmin(TeamScopedAdmin):
             ("%d snapshot taken.", "%d snapshots taken."),
         )
 
+    @admin.action(description="Duplicate selected files", permissions=["change"])
+    def duplicate(self, request, queryset):
+        """Each copy goes next to its file; files of one project are copied together, so
+        references between them point at the copies."""
+        files = list(queryset.filter(deleted_at__isnull=True).select_related("project"))
+        require_editor(request, files)
+        by_project = defaultdict(list)
+        for file in files:
+            by_project[file.project].append(file)
+        try:
+            with transaction.atomic():
+                for project, group in by_project.items():
+                    services.duplicate_files(files=group, project=project, user=request.user)
+        except ValidationError as error:
+            return refused(self, request, error)
+        message = ngettext("%d file duplicated.", "%d files duplicated.", len(files))
+        self.message_user(request, message % len(files), messages.SUCCESS)
+        if skipped := queryset.filter(deleted_at__isnull=False).count():
+            self.message_user(
+                request,
+                ngettext(
+                    "%d file in the trash was not duplicated.",
+                    "%d files in the trash were not duplicated.",
+                    skipped,
+                )
+                % skipped,
+                messages.WARNING,
+            )
+
 
 @admin.register(Page)
 class PageAdmin(TeamScopedAdmin):
@@ -338,15 +391,44 @@ class SnapshotAdmin(TeamScopedAdmin):
         "created_by",
         "created_at",
     ]
-    actions = ["restore"]
+    actions = ["restore", "restore_as_new_file"]
 
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Restore selected snapshots (new revision)", permissions=["change"])
+    @admin.action(description="Restore over the current file", permissions=["change"])
     def restore(self, request, queryset):
+        """A new revision with the snapshot's content; the content it replaces is kept in a
+        snapshot taken just before."""
+        snapshots = list(queryset.select_related("file__project").order_by("created_at"))
+        require_editor(request, [snapshot.file for snapshot in snapshots])
+        if len({snapshot.file_id for snapshot in snapshots}) < len(snapshots):
+            self.message_user(
+                request, "Choose one snapshot per file to restore over it.", messages.ERROR
+            )
+            return
+        try:
+            with transaction.atomic():
+                for snapshot in snapshots:
+                    services.restore_snapshot(snapshot=snapshot, user=request.user)
+        except ValidationError as error:
+            return refused(self, request, error)
+        self.message_user(request, f"{len(snapshots)} snapshot(s) restored.", messages.SUCCESS)
+        self.message_user(
+            request,
+            "The content they replaced is kept in snapshots labelled “Before restoring …”.",
+            messages.INFO,
+        )
+
+    @admin.action(description="Restore as a new file", permissions=["change"])
+    def restore_as_new_file(self, request, queryset):
         snapshots = list(queryset.select_related("file__project"))
         require_editor(request, [snapshot.file for snapshot in snapshots])
-        for snapshot in snapshots:
-            services.restore_snapshot(snapshot=snapshot)
-        self.message_user(request, f"{len(snapshots)} snapshot(s) restored.", messages.SUCCESS)
+        with transaction.atomic():
+            copies = [
+                services.restore_snapshot_as_new_file(snapshot=snapshot, user=request.user)
+                for snapshot in snapshots
+            ]
+        names = ", ".join(f"“{copy.name}”" for copy in copies)
+        message = ngettext("Restored as a new file: %s.", "Restored as new files: %s.", len(copies))
+        self.message_user(request, message % names, messages.SUCCESS)

@@ -1,5 +1,6 @@
 """Writes and the rules around them. Every interface (API, admin, commands, tasks) calls these."""
 
+import dataclasses
 from datetime import datetime, timedelta
 from typing import BinaryIO
 from uuid import UUID, uuid4
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from . import blobstore
 from .content import validate_assets, validate_features, validate_objects
-from .copying import bulk_create_batched
+from .copying import FileCopy, Relink, bulk_create_batched, link_copies, write_copy
 from .feed import record_change
 from .models import (
     Blob,
@@ -31,7 +32,10 @@ from .models import (
     empty_assets,
     sha256_validator,
 )
-from .selectors import get_file
+from .selectors import FileState, files_for, get_file
+
+FILE_NAME_LENGTH = File._meta.get_field("name").max_length
+SNAPSHOT_LABEL_LENGTH = Snapshot._meta.get_field("label").max_length
 
 
 def create_team(*, name: str, owner) -> Team:
@@ -292,13 +296,20 @@ def create_snapshot(*, file: File, label: str = "", user=None) -> Snapshot:
     return snapshot
 
 
-def restore_snapshot(*, snapshot: Snapshot) -> File:
+def restore_snapshot(*, snapshot: Snapshot, user=None) -> File:
     """Make the snapshot's content the file's current content, as a new revision.
 
-    The snapshot itself stays, so a restore can be undone by restoring another one.
+    The current content is captured first, in a snapshot labelled "Before restoring …",
+    so a restore loses nothing; the restored snapshot itself stays too, so a restore can
+    be undone by restoring the one taken before it.
     """
     with transaction.atomic():
         file = get_file(snapshot.file_id, include_deleted=True, for_update=True).file
+        create_snapshot(
+            file=file,
+            label=f"Before restoring {snapshot.label or snapshot.pk}"[:SNAPSHOT_LABEL_LENGTH],
+            user=user,
+        )
         frozen = get_file(file.pk, snapshot=snapshot, include_deleted=True)
         file.name = frozen.name
         file.features = frozen.features
@@ -333,3 +344,127 @@ def restore_snapshot(*, snapshot: Snapshot) -> File:
             kind=ChangeKind.FILE_UPDATED, file=file, payload={"snapshot": str(snapshot.pk)}
         )
     return file
+
+
+# --- copies: duplicate a file or a project, restore a snapshot into a new file -------------
+
+
+class ReadableFiles:
+    """The live files `user` may read (every live file when user is None), as `Relink.kept`.
+
+    Asked one referenced id at a time and remembered, so a copy does not list every file
+    a user can read (or, for a system copy, every file there is) to keep a handful.
+    """
+
+    def __init__(self, user=None):
+        self._files = (
+            File.objects.filter(deleted_at__isnull=True) if user is None else files_for(user)
+        )
+        self._known: dict[str, bool] = {}
+
+    def __contains__(self, file_id) -> bool:
+        key = str(file_id)
+        if key not in self._known:
+            try:
+                UUID(key)
+            except ValueError:
+                self._known[key] = False
+            else:
+                self._known[key] = self._files.filter(pk=key).exists()
+        return self._known[key]
+
+
+def _copy_of(state: FileState, *, name: str) -> FileCopy:
+    return FileCopy(
+        source_id=str(state.file.pk),
+        name=name[:FILE_NAME_LENGTH],
+        is_library=state.file.is_library,
+        features=state.features,
+        assets=state.assets,
+        pages=state.pages(),
+        media=state.media(),
+    )
+
+
+def duplicate_files(
+    *, files: list[File], project: Project, user=None, name_suffix: str = " (copy)"
+) -> list[File]:
+    """Copy files into `project` under new ids, in one transaction; the copies, in order.
+
+    Pages keep their (file-local) ids; files and media get new ones, media pointing at
+    the same blobs. References between the files copied together, a file's references
+    to itself included, and their library links, point at the copies. References to
+    other files stay when `user` can read them and are dropped (detached) otherwise.
+    Refused (ValidationError), with nothing written, while any media is still pending.
+    """
+    with transaction.atomic():
+        order = list(dict.fromkeys(file.pk for file in files))
+        # Locked in id order, so two copies of overlapping files cannot deadlock.
+        locked = {pk: get_file(pk, include_deleted=True, for_update=True) for pk in sorted(order)}
+        states = [locked[pk] for pk in order]
+        ids = [state.file.pk for state in states]
+        if deleted := [state.name for state in states if state.file.is_deleted]:
+            raise ValidationError(
+                {"file": f"{', '.join(deleted)}: in the trash; restore it before copying."}
+            )
+        media = MediaObject.objects.filter(file_id__in=ids)
+        if media.filter(blob__isnull=True).exists():
+            raise ValidationError(
+                {"media": "Some media are still uploading; duplicate once they are ready."}
+            )
+        relink = dataclasses.replace(
+            Relink.fresh(ids, media.order_by("id").values_list("id", flat=True)),
+            kept=ReadableFiles(user),
+        )
+        copies = [
+            write_copy(
+                project=project,
+                copy=_copy_of(state, name=f"{state.name}{name_suffix}"),
+                relink=relink,
+            )
+            for state in states
+        ]
+        link_copies(
+            FileLibrary.objects.filter(file_id__in=ids).values_list("file_id", "library_id"),
+            relink,
+        )
+    return copies
+
+
+def duplicate_file(*, file: File, project: Project | None = None, user=None) -> File:
+    """A copy named "<name> (copy)", in `project` (by default the file's own)."""
+    return duplicate_files(files=[file], project=project or file.project, user=user)[0]
+
+
+def duplicate_project(*, project: Project, user=None, name: str | None = None) -> Project:
+    """A new project in the same team, "<name> (copy)" unless named, with copies of all the
+    project's live files, made together: references between them point at the copies.
+    Files keep their names (they no longer clash, being in another project)."""
+    with transaction.atomic():
+        copy = create_project(team=project.team, name=name or f"{project.name} (copy)")
+        files = list(project.files.filter(deleted_at__isnull=True).order_by("created_at", "id"))
+        duplicate_files(files=files, project=copy, user=user, name_suffix="")
+    return copy
+
+
+def restore_snapshot_as_new_file(*, snapshot: Snapshot, user=None) -> File:
+    """The snapshot's content as a new file next to its own, under the same relink rules as
+    a duplicate; the file and the snapshot stay as they are."""
+    with transaction.atomic():
+        state = get_file(snapshot.file_id, snapshot=snapshot, include_deleted=True)
+        media_ids = snapshot.media.order_by("media_id").values_list("media_id", flat=True)
+        relink = dataclasses.replace(
+            Relink.fresh([state.file.pk], media_ids), kept=ReadableFiles(user)
+        )
+        copy = write_copy(
+            project=state.file.project,
+            copy=_copy_of(
+                state, name=f"{state.name} ({snapshot.label or f'r{snapshot.revision}'})"
+            ),
+            relink=relink,
+        )
+        link_copies(
+            FileLibrary.objects.filter(file=state.file).values_list("file_id", "library_id"),
+            relink,
+        )
+    return copy

@@ -126,3 +126,25 @@ class SnapshotSerializer(serializers.ModelSerializer):
         model = Snapshot
         fields = ["id", "file", "label", "revision", "name", "created_by", "created_at"]
         read_only_fields = ["id", "file", "revision", "name", "created_by", "created_at"]
+
+
+class DuplicateFileSerializer(serializers.Serializer):
+    project = serializers.UUIDField(
+        required=False,
+        help_text="Where the copy goes (you need the editor role there); "
+        "by default the file's own project.",
+    )
+
+
+class DuplicateProjectSerializer(serializers.Serializer):
+    name = serializers.CharField(
+        max_length=200, required=False, help_text='By default "<name> (copy)".'
+    )
+
+
+class RestoreSnapshotSerializer(serializers.Serializer):
+    as_new_file = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Restore into a new file next to this one, instead of over it.",
+    )

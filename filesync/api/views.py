@@ -1,7 +1,7 @@
 """Thin DRF views: check who is asking (filesync.access), then call selectors or services."""
 
 from django.http import Http404, HttpResponseRedirect
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -10,10 +10,12 @@ from rest_framework.response import Response
 from .. import blobstore, services
 from ..access import require_team_role
 from ..http import ranged_file_response
-from ..models import File, Role, Snapshot
+from ..models import File, Project, Role, Snapshot
 from ..selectors import files_for, get_file, projects_for, teams_for
 from .errors import Conflict
 from .serializers import (
+    DuplicateFileSerializer,
+    DuplicateProjectSerializer,
     FileSerializer,
     FileUpdateSerializer,
     LibraryLinkSerializer,
@@ -21,6 +23,7 @@ from .serializers import (
     MediaUploadSerializer,
     PageSerializer,
     ProjectSerializer,
+    RestoreSnapshotSerializer,
     SnapshotSerializer,
     TeamSerializer,
 )
@@ -96,6 +99,20 @@ class ProjectViewSet(
             team=team, name=serializer.validated_data["name"]
         )
 
+    @extend_schema(request=DuplicateProjectSerializer, responses={201: ProjectSerializer})
+    @action(detail=True, methods=["post"])
+    def duplicate(self, request, pk=None):
+        """A new project in the same team with copies of all the project's live files;
+        references between them point at the copies."""
+        project = self.get_object()
+        require_team_role(request.user, project.team_id, Role.EDITOR)
+        body = DuplicateProjectSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        copy = services.duplicate_project(
+            project=project, user=request.user, name=body.validated_data.get("name")
+        )
+        return Response(ProjectSerializer(copy).data, status=status.HTTP_201_CREATED)
+
 
 class FileViewSet(
     UUIDLookup,
@@ -149,6 +166,23 @@ class FileViewSet(
     def restore(self, request, pk=None):
         file = services.restore_file(file=file_for(request.user, pk, Role.EDITOR))
         return Response(FileSerializer(file).data)
+
+    @extend_schema(request=DuplicateFileSerializer, responses={201: FileSerializer})
+    @action(detail=True, methods=["post"])
+    def duplicate(self, request, pk=None):
+        """Copy the file, named "<name> (copy)", into its project or another one you edit.
+        References to libraries you can read stay; others are detached."""
+        file = file_for(request.user, pk, writable=True)
+        body = DuplicateFileSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        project = file.project
+        if (project_id := body.validated_data.get("project")) is not None:
+            project = Project.objects.filter(pk=project_id).first()
+            if project is None:
+                raise Http404("No such project.")
+        require_team_role(request.user, project.team_id, Role.EDITOR)
+        copy = services.duplicate_file(file=file, project=project, user=request.user)
+        return Response(FileSerializer(copy).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=LibraryLinkSerializer, responses=LibraryLinkSerializer(many=True))
     @action(detail=True, methods=["get", "post"])
@@ -262,13 +296,27 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChil
         )
         return Response(SnapshotSerializer(created).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses=FileSerializer)
+    @extend_schema(
+        request=RestoreSnapshotSerializer,
+        responses={
+            200: OpenApiResponse(FileSerializer, description="Restored over the file."),
+            201: OpenApiResponse(FileSerializer, description="Restored as a new file."),
+        },
+    )
     @action(detail=True, methods=["post"])
     def restore(self, request, file_id=None, pk=None):
-        """Make the snapshot the file's content, as a new revision; the snapshot stays."""
+        """Make the snapshot the file's content, as a new revision, after taking a snapshot
+        of the current content; or, with `as_new_file`, restore it into a new file next to
+        this one. The snapshot stays."""
         self.parent(Role.EDITOR, writable=True)
+        body = RestoreSnapshotSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
         try:
             snapshot = self.get_queryset().get(pk=pk)
         except Snapshot.DoesNotExist:
             raise Http404("No such snapshot.") from None
-        return Response(FileSerializer(services.restore_snapshot(snapshot=snapshot)).data)
+        if body.validated_data["as_new_file"]:
+            copy = services.restore_snapshot_as_new_file(snapshot=snapshot, user=request.user)
+            return Response(FileSerializer(copy).data, status=status.HTTP_201_CREATED)
+        file = services.restore_snapshot(snapshot=snapshot, user=request.user)
+        return Response(FileSerializer(file).data)
