@@ -85,7 +85,7 @@ def run_tick(
         finish_cancelled(job, tick.sink)
         return JobState.CANCELLED
     except Exception as error:  # every failure ends as an error event, never a broken file
-        code, message = _describe(error)
+        code, message = describe_error(error)
         logger.log(
             logging.ERROR if code == "internal_error" else logging.WARNING,
             "export %s failed: %s",
@@ -99,7 +99,7 @@ def run_tick(
     return JobState.SUCCEEDED
 
 
-def _describe(error: Exception) -> tuple[str, str]:
+def describe_error(error: Exception) -> tuple[str, str]:
     if isinstance(error, ExportError):
         return error.code, error.message
     if isinstance(error, BlobMissing):

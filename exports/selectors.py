@@ -24,26 +24,37 @@ def events_after(jobs: type[Job], job_id, seq: int) -> QuerySet[Event]:
     return events.objects.filter(job_id=job_id, seq__gt=seq).order_by("seq")
 
 
-def describe_job(job: ExportJob) -> dict:
-    """A job as operators and clients see it."""
+def _describe(job: Job) -> dict:
+    """What every job shows: state, owner, progress, attempts, error and times."""
     return {
         "id": str(job.id),
         "state": job.state,
-        "libraries": job.libraries,
         "created_by": job.created_by.get_username() if job.created_by else None,
         "progress": {
             "items_done": job.items_done,
             "items_total": job.items_total,
             "bytes_done": job.bytes_done,
             "bytes_total": job.bytes_total,
-            "parts_done": job.parts_done,
         },
         "attempts": job.attempts,
         "ticks": job.ticks,
-        "part_writes": job.part_writes,
-        "bytes_replayed": job.bytes_replayed,
-        "parts_rewritten": job.parts_rewritten,
-        "artifact": {
+        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def describe_job(job: ExportJob) -> dict:
+    """An export as operators and clients see it."""
+    document = _describe(job)
+    document["progress"]["parts_done"] = job.parts_done
+    document.update(
+        libraries=job.libraries,
+        part_writes=job.part_writes,
+        bytes_replayed=job.bytes_replayed,
+        parts_rewritten=job.parts_rewritten,
+        artifact={
             "name": job.artifact_name,
             "size": job.artifact_size,
             "sha256": job.artifact_sha256,
@@ -51,8 +62,16 @@ def describe_job(job: ExportJob) -> dict:
         }
         if job.artifact_name
         else None,
-        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
-        "created_at": job.created_at.isoformat(),
-        "started_at": job.started_at.isoformat() if job.started_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-    }
+    )
+    return document
+
+
+def describe_import(job: ImportJob) -> dict:
+    """An import as operators and clients see it; `files` maps archive ids to new ones."""
+    document = _describe(job)
+    document.update(
+        project=str(job.project_id) if job.project_id else None,
+        source={"blob": job.source_blob or None, "size": job.source_size},
+        files=job.files,
+    )
+    return document

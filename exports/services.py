@@ -1,32 +1,40 @@
-"""Export jobs: create (pin the plan), cancel, and the housekeeping the scheduler runs."""
+"""Export and import jobs: create (pin the plan, take the upload), cancel, and the
+housekeeping the scheduler runs."""
 
 import logging
 import os
-from uuid import UUID
+from typing import BinaryIO
+from uuid import UUID, uuid4
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files import File as DjangoFile
 from django.db import transaction
 from django.utils import timezone
 
 from filesync.access import require_team_role
-from filesync.models import File, FileLibrary, MediaObject, Project, Snapshot
+from filesync.models import Blob, File, FileLibrary, MediaObject, Project, Role, Snapshot
 
 from .archive import planned_size
+from .binfile.format import BinfileError
+from .binfile.reader import BinfileReader
 from .engine import finish_cancelled
 from .events import record_event
+from .importer import finish_import, import_limits, remove_source
 from .leases import acquire_lease, stalled_jobs
 from .models import (
     ACTIVE_STATES,
     EventKind,
     ExportJob,
     ImportJob,
+    Job,
     JobState,
     LibrariesMode,
     PinnedFile,
     PinnedRelation,
 )
 from .queue import enqueue_export, enqueue_import
-from .sinks import PARTIALS, exports_storage, uses_s3
+from .sinks import IMPORTS, PARTIALS, exports_storage, uses_s3
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +141,19 @@ def create_export_job(
     return job
 
 
-def request_cancel(*, job: ExportJob) -> ExportJob:
+def request_cancel(*, job: Job) -> Job:
     """Cancel now if no worker holds the job; else ask its worker, which stops within a second."""
     if job.state not in ACTIVE_STATES:
         raise ValidationError(
             f"The job is {job.state}; only a queued or running job can be cancelled."
         )
-    ExportJob.objects.filter(pk=job.pk).update(cancel_requested=True)
-    if acquire_lease(ExportJob, job.pk, worker="canceller"):
-        finish_cancelled(job)
+    jobs = type(job)
+    jobs.objects.filter(pk=job.pk).update(cancel_requested=True)
+    if acquire_lease(jobs, job.pk, worker="canceller"):
+        if isinstance(job, ExportJob):
+            finish_cancelled(job)
+        else:
+            finish_import(job, "canceller", JobState.CANCELLED, EventKind.CANCELLED, {})
     job.refresh_from_db()
     return job
 
@@ -225,3 +237,46 @@ def remove_abandoned_parts() -> int:
             storage.delete(f"{PARTIALS}/{name}")
             removed += 1
     return removed
+
+
+def create_import_job(
+    *,
+    user,
+    project: Project,
+    upload: BinaryIO | None = None,
+    blob: Blob | None = None,
+    enqueue: bool = True,
+) -> ImportJob:
+    """Queue an import of a binfile into `project`, from an upload or a stored blob (what a
+    resumable upload became). An upload is refused at once when its directory or manifest
+    is (zip-slip, bombs, a newer format...); the rest is judged by the job before it writes.
+    """
+    if user is not None:
+        require_team_role(user, project.team_id, Role.EDITOR)
+    if (upload is None) == (blob is None):
+        raise ValidationError("Give exactly one of: an uploaded binfile, a blob.")
+    job = ImportJob(id=uuid4(), created_by=user, project=project)
+    if upload is not None:
+        size = upload.seek(0, os.SEEK_END)
+        if size > settings.IMPORT_MAX_BYTES:
+            raise BinfileError(
+                f"The archive has {size} bytes; at most {settings.IMPORT_MAX_BYTES} are accepted.",
+                code="too_large",
+            )
+        upload.seek(0)
+        BinfileReader(upload, import_limits())
+        upload.seek(0)
+        job.source_name = exports_storage().save(f"{IMPORTS}/{job.id}.binfile", DjangoFile(upload))
+        job.source_size = size
+    else:
+        job.source_blob, job.source_size = blob.sha256, blob.size
+    try:
+        with transaction.atomic():
+            job.save(force_insert=True)
+            record_event(job, EventKind.QUEUED, {"project": str(project.pk)})
+            if enqueue:
+                transaction.on_commit(lambda: enqueue_import(job.pk))
+    except BaseException:
+        remove_source(job)
+        raise
+    return job

@@ -14,6 +14,8 @@ from filesync.http import presigned_download_url
 
 ARTIFACTS = "artifacts"
 PARTIALS = "partial"
+#: Uploaded binfiles waiting for their import job.
+IMPORTS = "imports"
 
 
 class PartSink(Protocol):

@@ -4,14 +4,21 @@ import os
 import socket
 import uuid
 
-from . import callbacks, services
+from . import callbacks, importer, services
 from .engine import run_tick
 from .queue import enqueue_export
 
 
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 def run_export(job_id: str) -> str:
-    worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    return run_tick(job_id, worker=worker, requeue=enqueue_export)
+    return run_tick(job_id, worker=_worker(), requeue=enqueue_export)
+
+
+def run_import(job_id: str) -> str:
+    return importer.run_import(job_id, worker=_worker())
 
 
 def maintain() -> dict:

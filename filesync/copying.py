@@ -5,14 +5,14 @@ Import, duplicate and restore-into-a-new-file all end here: they describe what t
 writes it. The reference fields come from `references.py`, the one declared list.
 """
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
 from .feed import record_change
 from .models import DATA_VERSION, ChangeKind, File, FileLibrary, MediaObject, Page, Project
 from .references import MEDIA_REFERENCE, asset_references
-from .selectors import MediaData, PageData
+from .selectors import MediaData, PageData, files_for
 
 BULK_BATCH = 500
 
@@ -25,15 +25,17 @@ class Relink:
 
     files: dict[str, str] = field(default_factory=dict)
     media: dict[str, str] = field(default_factory=dict)
-    kept: frozenset[str] = frozenset()
+    kept: Container[str] = frozenset()
 
     @classmethod
-    def fresh(cls, file_ids: Iterable, media_ids: Iterable, kept: Iterable = ()) -> "Relink":
+    def fresh(
+        cls, file_ids: Iterable, media_ids: Iterable, kept: Container[str] = frozenset()
+    ) -> "Relink":
         """New random ids for every file and media object in the copy."""
         return cls(
             files={str(f): str(uuid4()) for f in file_ids},
             media={str(m): str(uuid4()) for m in media_ids},
-            kept=frozenset(str(k) for k in kept),
+            kept=kept,
         )
 
     def target(self, file_id) -> str | None:
@@ -59,6 +61,31 @@ class Relink:
                 obj[MEDIA_REFERENCE] = self.media[str(image)]
             result[object_id] = obj
         return result
+
+
+class ReadableFiles:
+    """The live files `user` may read (every live file when user is None), as `Relink.kept`.
+
+    Asked one referenced id at a time and remembered, so a copy does not list every file
+    a user can read (or, for a system copy, every file there is) to keep a handful.
+    """
+
+    def __init__(self, user=None):
+        self._files = (
+            File.objects.filter(deleted_at__isnull=True) if user is None else files_for(user)
+        )
+        self._known: dict[str, bool] = {}
+
+    def __contains__(self, file_id) -> bool:
+        key = str(file_id)
+        if key not in self._known:
+            try:
+                UUID(key)
+            except ValueError:
+                self._known[key] = False
+            else:
+                self._known[key] = self._files.filter(pk=key).exists()
+        return self._known[key]
 
 
 @dataclass(frozen=True)

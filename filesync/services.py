@@ -1,6 +1,5 @@
 """Writes and the rules around them. Every interface (API, admin, commands, tasks) calls these."""
 
-import dataclasses
 from datetime import datetime, timedelta
 from typing import BinaryIO
 from uuid import UUID, uuid4
@@ -13,7 +12,14 @@ from django.utils import timezone
 
 from . import blobstore
 from .content import validate_assets, validate_features, validate_objects
-from .copying import FileCopy, Relink, bulk_create_batched, link_copies, write_copy
+from .copying import (
+    FileCopy,
+    ReadableFiles,
+    Relink,
+    bulk_create_batched,
+    link_copies,
+    write_copy,
+)
 from .feed import record_change
 from .models import (
     Blob,
@@ -32,7 +38,7 @@ from .models import (
     empty_assets,
     sha256_validator,
 )
-from .selectors import FileState, files_for, get_file
+from .selectors import FileState, get_file
 
 FILE_NAME_LENGTH = File._meta.get_field("name").max_length
 SNAPSHOT_LABEL_LENGTH = Snapshot._meta.get_field("label").max_length
@@ -349,31 +355,6 @@ def restore_snapshot(*, snapshot: Snapshot, user=None) -> File:
 # --- copies: duplicate a file or a project, restore a snapshot into a new file -------------
 
 
-class ReadableFiles:
-    """The live files `user` may read (every live file when user is None), as `Relink.kept`.
-
-    Asked one referenced id at a time and remembered, so a copy does not list every file
-    a user can read (or, for a system copy, every file there is) to keep a handful.
-    """
-
-    def __init__(self, user=None):
-        self._files = (
-            File.objects.filter(deleted_at__isnull=True) if user is None else files_for(user)
-        )
-        self._known: dict[str, bool] = {}
-
-    def __contains__(self, file_id) -> bool:
-        key = str(file_id)
-        if key not in self._known:
-            try:
-                UUID(key)
-            except ValueError:
-                self._known[key] = False
-            else:
-                self._known[key] = self._files.filter(pk=key).exists()
-        return self._known[key]
-
-
 def _copy_of(state: FileState, *, name: str) -> FileCopy:
     return FileCopy(
         source_id=str(state.file.pk),
@@ -412,9 +393,8 @@ def duplicate_files(
             raise ValidationError(
                 {"media": "Some media are still uploading; duplicate once they are ready."}
             )
-        relink = dataclasses.replace(
-            Relink.fresh(ids, media.order_by("id").values_list("id", flat=True)),
-            kept=ReadableFiles(user),
+        relink = Relink.fresh(
+            ids, media.order_by("id").values_list("id", flat=True), kept=ReadableFiles(user)
         )
         copies = [
             write_copy(
@@ -453,9 +433,7 @@ def restore_snapshot_as_new_file(*, snapshot: Snapshot, user=None) -> File:
     with transaction.atomic():
         state = get_file(snapshot.file_id, snapshot=snapshot, include_deleted=True)
         media_ids = snapshot.media.order_by("media_id").values_list("media_id", flat=True)
-        relink = dataclasses.replace(
-            Relink.fresh([state.file.pk], media_ids), kept=ReadableFiles(user)
-        )
+        relink = Relink.fresh([state.file.pk], media_ids, kept=ReadableFiles(user))
         copy = write_copy(
             project=state.file.project,
             copy=_copy_of(

@@ -226,6 +226,11 @@ EXPORT_LINK_TTL_SECONDS = int(os.environ.get("EXPORT_LINK_TTL_SECONDS", 3600))
 EXPORT_CALLBACK_HOSTS = [h for h in os.environ.get("EXPORT_CALLBACK_HOSTS", "").split(",") if h]
 #: HMAC key for callback signatures (defaults to SECRET_KEY).
 EXPORT_CALLBACK_SECRET = os.environ.get("EXPORT_CALLBACK_SECRET", "")
+
+# Imports: what an archive may declare before a byte of it is read (zip bombs, floods).
+IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES", 10 * 1024**3))
+IMPORT_MAX_ENTRIES = int(os.environ.get("IMPORT_MAX_ENTRIES", 1_000_000))
+IMPORT_MAX_RATIO = int(os.environ.get("IMPORT_MAX_RATIO", 200))
 #: How often a live listener re-reads the event rows when no push wakes it.
 EVENTS_POLL_SECONDS = float(os.environ.get("EVENTS_POLL_SECONDS", 0.5 if not REDIS_URL else 5))
 SYNC_LOCK_SECONDS = int(os.environ.get("SYNC_LOCK_SECONDS", 600))

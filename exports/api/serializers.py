@@ -33,3 +33,19 @@ class ExportRequestSerializer(serializers.Serializer):
                 {"non_field_errors": ["Give exactly one of: files, project, snapshot."]}
             )
         return data
+
+
+class ImportRequestSerializer(serializers.Serializer):
+    """A binfile to import into a project: uploaded here (multipart `file`), or the sha256 of
+    a blob a resumable upload completed (`blob`)."""
+
+    project = serializers.UUIDField()
+    file = serializers.FileField(required=False, allow_empty_file=False)
+    blob = serializers.RegexField(r"^[0-9a-f]{64}$", required=False)
+
+    def validate(self, data):
+        if ("file" in data) == ("blob" in data):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Give exactly one of: file, blob."]}
+            )
+        return data

@@ -2,12 +2,14 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from .. import sse
-from . import views
+from . import imports, views
 
 router = SimpleRouter()
 router.register("exports", views.ExportJobViewSet, basename="export")
+router.register("imports", imports.ImportJobViewSet, basename="import")
 
 urlpatterns = [
     path("exports/<uuid:job_id>/events", sse.job_events, name="export-events"),
+    path("imports/<uuid:job_id>/events", sse.job_events, {"kind": "import"}, name="import-events"),
     *router.urls,
 ]

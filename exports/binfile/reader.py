@@ -6,6 +6,7 @@ import re
 import stat
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -28,6 +29,7 @@ class Limits:
     max_bytes: int = 10 * 1024**3
     max_entries: int = 1_000_000
     max_ratio: int = 200  # uncompressed / compressed, for entries over 1 MiB
+    max_document_bytes: int = 64 * 1024**2  # one JSON entry (a page) is read whole
 
 
 class BinfileReader:
@@ -64,8 +66,17 @@ class BinfileReader:
                 f"{name} cannot be read: {error}", code="corrupt", entry=name
             ) from None
 
-    def verify(self) -> None:
-        """Every entry is listed in digest.json with its size and sha256, and matches it."""
+    def verify(
+        self,
+        on_document: Callable[[str, bytes], None] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Every entry is listed in digest.json with its size and sha256, and matches it.
+
+        Entries are read once: each JSON document, once verified, goes to `on_document`
+        (name, bytes) so a caller can validate it without a second read; `on_progress`
+        hears of the bytes read.
+        """
         present = set()
         for info in self.zip.infolist():
             if info.filename == DIGEST:
@@ -78,7 +89,11 @@ class BinfileReader:
                     code="unlisted_entry",
                     entry=info.filename,
                 )
-            self._check_entry(info, expected)
+            document = self._check_entry(info, expected, keep=info.filename.endswith(".json"))
+            if on_document and document is not None:
+                on_document(info.filename, document)
+            if on_progress:
+                on_progress(info.file_size)
         if missing := sorted(set(self.digest) - present):
             raise BinfileError(
                 f"digest.json lists {missing[0]}, which the archive lacks.",
@@ -86,14 +101,18 @@ class BinfileReader:
                 entry=missing[0],
             )
 
-    def _check_entry(self, info: zipfile.ZipInfo, expected: dict) -> None:
+    def _check_entry(self, info: zipfile.ZipInfo, expected: dict, *, keep: bool) -> bytes | None:
+        """Hash the entry against digest.json; return its bytes when `keep` (a document)."""
         sha = hashlib.sha256()
         size = 0
+        kept = []
         try:
             with self.zip.open(info) as entry:
                 while chunk := entry.read(CHUNK):
                     sha.update(chunk)
                     size += len(chunk)
+                    if keep:
+                        kept.append(chunk)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
             raise BinfileError(
                 f"{info.filename} cannot be read: {error}", code="corrupt", entry=info.filename
@@ -112,6 +131,7 @@ class BinfileReader:
                 entry=info.filename,
                 field="sha256",
             )
+        return b"".join(kept) if keep else None
 
 
 def check_entries(infos: list[zipfile.ZipInfo], limits: Limits) -> None:
@@ -134,6 +154,13 @@ def check_entries(infos: list[zipfile.ZipInfo], limits: Limits) -> None:
         seen.add(name)
         if stat.S_ISLNK(info.external_attr >> 16):
             raise BinfileError(f"{name} is a symbolic link.", code="symlink_entry", entry=name)
+        if name.endswith(".json") and info.file_size > limits.max_document_bytes:
+            raise BinfileError(
+                f"{name} declares {info.file_size} bytes; a document may have at most "
+                f"{limits.max_document_bytes}.",
+                code="too_large",
+                entry=name,
+            )
         total += info.file_size
         if total > limits.max_bytes:
             raise BinfileError(

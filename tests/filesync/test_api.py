@@ -7,6 +7,7 @@ import pytest
 
 from filesync import services
 from filesync.models import File, MediaObject, Page, Snapshot, Team
+from filesync.selectors import get_file
 from tests.conftest import stored_names
 
 pytestmark = pytest.mark.django_db
@@ -216,7 +217,9 @@ def test_snapshots_create_list_and_restore(api_for, editor, viewer, design):
     restored = client.post(f"/api/files/{design.id}/snapshots/{listed[0]['id']}/restore/")
     assert restored.status_code == 200
     assert [p.name for p in design.pages.all()] == ["Home"]
-    assert Snapshot.objects.count() == 1
+    before = Snapshot.objects.exclude(label="v1").get()
+    assert before.label == "Before restoring v1"
+    assert [p.name for p in get_file(design.id, snapshot=before).pages()] == ["Home", "Extra"]
 
 
 def test_restoring_another_files_snapshot_is_404(api_for, editor, design, library):
