@@ -31,7 +31,7 @@ from filesync import blobstore
 from filesync.content import validate_assets, validate_features, validate_objects
 from filesync.copying import FileCopy, ReadableFiles, Relink, link_copies, write_copy
 from filesync.datamigrations import UnknownDataVersion, upgrade_assets, upgrade_objects
-from filesync.models import DATA_VERSION
+from filesync.models import DATA_VERSION, Blob
 from filesync.selectors import MediaData, PageData
 from filesync.services import store_blob
 
@@ -322,6 +322,8 @@ class _Run:
     def run(self) -> None:
         if self.job.project_id is None:
             raise BinfileError("The project to import into was deleted.", code="project_missing")
+        if self.job.source_blob:  # in use: keep it clear of the blob GC's grace period
+            Blob.objects.filter(pk=self.job.source_blob).update(touched_at=timezone.now())
         with open_source(self.job) as source:
             reader = BinfileReader(source, import_limits())
             entries = reader.zip.infolist()

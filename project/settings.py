@@ -143,6 +143,9 @@ def _storage(prefix: str, *, overwrite: bool = False) -> dict:
                 "file_overwrite": overwrite,
                 "default_acl": None,
                 "querystring_auth": True,
+                # An object opened for reading (an archive being imported) spools to disk
+                # past this size instead of staying whole in memory (the default, 0).
+                "max_memory_size": 8 * 1024 * 1024,
             },
         }
     return {
