@@ -1,9 +1,10 @@
-"""The export jobs admin: a list with state badges, and a live page per job.
+"""The export and import jobs admin: a list with state badges, and a live page per job.
 
-The change view is the job's page (progress, events, error, Download, Cancel, Retry),
-kept current by exports/static/exports/job.js over the job's WebSocket, or by polling
-the API when the socket drops. Cancel and Retry are POSTs that call the services.
-Importing this module also adds "Export as binfile" to the file and project admins.
+The change view is the job's page (progress, events, error, Cancel; for exports Download
+and Retry), kept current by exports/static/exports/job.js over the job's WebSocket, or by
+polling the API when the socket drops. Cancel and Retry are POSTs that call the services.
+`JobAdmin` holds what both kinds share; imports are in admin_imports.py. Importing this
+module also adds "Export as binfile" to the file and project admins.
 """
 
 import math
@@ -11,10 +12,10 @@ import math
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import redirect
-from django.template.defaultfilters import filesizeformat
+from django.template.defaultfilters import filesizeformat, pluralize
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
@@ -26,7 +27,7 @@ from filesync.models import Membership
 from . import services
 from .admin_actions import export_files_as_binfile, export_projects_as_binfile
 from .links import download_path
-from .models import ACTIVE_STATES, ExportJob, JobState
+from .models import ACTIVE_STATES, ExportJob, Job, JobState
 from .selectors import jobs_for
 
 FileAdmin.actions = [*FileAdmin.actions, export_files_as_binfile]
@@ -36,17 +37,18 @@ ProjectAdmin.actions = [*ProjectAdmin.actions, export_projects_as_binfile]
 EVENTS_SHOWN = 200
 
 
-def visible_jobs(user):
-    """jobs_for(user), narrowed for staff who are not superusers to their own jobs and
-    their teams' (as the filesync admin scopes everything to the user's teams)."""
-    jobs = jobs_for(user).select_related("project")
+def visible_jobs(user, jobs: QuerySet | None = None) -> QuerySet:
+    """`jobs` (by default exports: jobs_for(user); imports_for(user) for imports), narrowed
+    for staff who are not superusers to their own jobs and their teams' (as the filesync
+    admin scopes everything to the user's teams)."""
+    jobs = (jobs_for(user) if jobs is None else jobs).select_related("project")
     if user.is_superuser:
         return jobs
     teams = Membership.objects.filter(user=user).values("team")
     return jobs.filter(Q(created_by=user) | Q(project__team__in=teams))
 
 
-def percent_done(job: ExportJob) -> int:
+def percent_done(job: Job) -> int:
     """Whole percent, never rounded up to 100 before the end (job.js computes the same)."""
     if job.state in (JobState.SUCCEEDED, JobState.EXPIRED):
         return 100
@@ -65,35 +67,40 @@ def seconds_text(seconds: float) -> str:
 
 
 def event_summary(kind: str, data: dict) -> str:
-    """One line per event (job.js writes the same for events that arrive live)."""
+    """One line per event, export or import by what its data holds (job.js writes the
+    same for events that arrive live)."""
     if kind == "queued":
-        return f"{data.get('items_total', 0)} items planned"
+        return f"{data['items_total']} items planned" if "items_total" in data else ""
     if kind == "progress":
-        return (
+        counts = (
             f"{data.get('items_done', 0)}/{data.get('items_total', 0)} items, "
             f"{filesizeformat(data.get('bytes_done', 0))} / "
             f"{filesizeformat(data.get('bytes_total', 0))}"
         )
+        return f"{data['phase']}: {counts}" if data.get("phase") else counts
+    if kind == "end" and "files" in data:
+        count = len(data["files"])
+        return f"{count} file{pluralize(count)} imported"
     if kind == "end":
         return f"{filesizeformat(data.get('size', 0))}, sha256 {data.get('sha256', '')[:12]}…"
     if kind == "error":
-        return f"{data.get('code')}: {data.get('message')}"
+        text = f"{data.get('code')}: {data.get('message')}"
+        where = error_place(data)
+        return f"{text} ({where})" if where else text
     return ""
 
 
-@admin.register(ExportJob)
-class ExportJobAdmin(admin.ModelAdmin):
-    list_display = [
-        "short_id",
-        "state_badge",
-        "progress",
-        "size",
-        "duration",
-        "created_by",
-        "project",
-        "created_at",
-    ]
-    list_filter = ["state", "libraries", "created_at"]
+def error_place(data: dict) -> str:
+    """Where an import's error lies: "entry files/…json, field pages", or ""."""
+    return ", ".join(f"{key} {data[key]}" for key in ("entry", "field") if data.get(key))
+
+
+class JobAdmin(admin.ModelAdmin):
+    """What the export and the import job admins share: the list's columns, the job page
+    (admin/exports/exportjob/job.html with job.js) and its Cancel button."""
+
+    #: "export" or "import": the job page's words, its API document and its WebSocket.
+    kind = ""
     search_fields = ["id", "created_by__username"]
     list_select_related = ["created_by", "project"]
     change_form_template = "admin/exports/exportjob/job.html"
@@ -102,9 +109,6 @@ class ExportJobAdmin(admin.ModelAdmin):
         css = {"all": ["exports/job.css"]}
 
     # Who sees which job is the queryset's business; the site already requires staff.
-    def get_queryset(self, request):
-        return visible_jobs(request.user)
-
     def has_module_permission(self, request):
         return True
 
@@ -120,10 +124,10 @@ class ExportJobAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def may_act(self, request, job: ExportJob) -> bool:
-        """Cancel and retry: the job's owner, or whoever may change export jobs."""
+    def may_act(self, request, job: Job) -> bool:
+        """Cancel (and retry): the job's owner, or whoever may change jobs of its kind."""
         return job.created_by_id == request.user.pk or request.user.has_perm(
-            "exports.change_exportjob"
+            f"{self.opts.app_label}.change_{self.opts.model_name}"
         )
 
     # --- the list ---------------------------------------------------------------------
@@ -146,10 +150,6 @@ class ExportJobAdmin(admin.ModelAdmin):
             '<progress class="export-mini" max="100" value="{}"></progress> {} %', value, value
         )
 
-    @admin.display(description="size", ordering="artifact_size")
-    def size(self, job):
-        return filesizeformat(job.artifact_size) if job.artifact_size is not None else "—"
-
     @admin.display(description="duration")
     def duration(self, job):
         if not job.started_at:
@@ -159,27 +159,28 @@ class ExportJobAdmin(admin.ModelAdmin):
 
     # --- the job page, and its buttons --------------------------------------------------
 
+    def url_name(self, view: str) -> str:
+        return f"{self.opts.app_label}_{self.opts.model_name}_{view}"
+
     def get_urls(self):
-        name = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             path(
                 "<path:object_id>/cancel/",
                 self.admin_site.admin_view(self.cancel_view),
-                name=f"{name}_cancel",
-            ),
-            path(
-                "<path:object_id>/retry/",
-                self.admin_site.admin_view(self.retry_view),
-                name=f"{name}_retry",
+                name=self.url_name("cancel"),
             ),
             *super().get_urls(),
         ]
 
-    def job_or_404(self, request, object_id) -> ExportJob:
+    def job_or_404(self, request, object_id) -> Job:
         job = self.get_object(request, unquote(object_id))
         if job is None:
-            raise Http404("No such export job.")
+            raise Http404(f"No such {self.kind} job.")
         return job
+
+    def job_context(self, request, job: Job) -> dict:
+        """What a kind of job adds to its page (exports: Download, Retry; imports: files)."""
+        return {}
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         job = self.job_or_404(request, object_id)
@@ -192,22 +193,20 @@ class ExportJobAdmin(admin.ModelAdmin):
         may_act = self.may_act(request, job)
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Export {str(job.pk)[:8]}",
+            "title": f"{self.kind.capitalize()} {str(job.pk)[:8]}",
             "subtitle": None,
             "opts": self.opts,
+            "kind": self.kind,
             "job": job,
             "percent": percent_done(job),
             "events": events,
             "earlier_events": total - len(events),
             "last_seq": events[-1].seq if events else 0,
-            "download": download_path(job) if job.state == JobState.SUCCEEDED else "",
             "may_act": may_act,
             "can_cancel": may_act and job.state in ACTIVE_STATES,
-            "can_retry": may_act and job.state in (JobState.FAILED, JobState.CANCELLED),
-            "files": job.pinned.select_related("file").order_by("position"),
-            "retries": visible_jobs(request.user).filter(retry_of=job).order_by("created_at"),
-            "api_url": f"/api/exports/{job.pk}/",
-            "socket_path": f"/ws/exports/{job.pk}/",
+            "api_url": f"/api/{self.kind}s/{job.pk}/",
+            "socket_path": f"/ws/{self.kind}s/{job.pk}/",
+            **self.job_context(request, job),
             **(extra_context or {}),
         }
         return TemplateResponse(request, self.change_form_template, context)
@@ -224,23 +223,70 @@ class ExportJobAdmin(admin.ModelAdmin):
             text = (
                 " ".join(error.messages)
                 if isinstance(error, ValidationError)
-                else "You can no longer read some of this export's files."
+                else f"You can no longer read some of this {self.kind}'s files."
             )
             self.message_user(request, text, messages.ERROR)
         else:
             self.message_user(request, message, messages.SUCCESS)
-        return redirect(f"{self.admin_site.name}:exports_exportjob_change", job.pk)
+        return redirect(f"{self.admin_site.name}:{self.url_name('change')}", job.pk)
 
     def cancel_view(self, request, object_id):
         def cancel(job):
             job = services.request_cancel(job=job)
             done = job.state == JobState.CANCELLED
-            return job, "Export cancelled." if done else "Cancel requested; the worker stops soon."
+            noun = self.kind.capitalize()
+            return job, f"{noun} cancelled." if done else "Cancel requested; the worker stops soon."
 
         return self._button(request, object_id, cancel)
+
+
+@admin.register(ExportJob)
+class ExportJobAdmin(JobAdmin):
+    kind = "export"
+    list_display = [
+        "short_id",
+        "state_badge",
+        "progress",
+        "size",
+        "duration",
+        "created_by",
+        "project",
+        "created_at",
+    ]
+    list_filter = ["state", "libraries", "created_at"]
+
+    def get_queryset(self, request):
+        return visible_jobs(request.user)
+
+    @admin.display(description="size", ordering="artifact_size")
+    def size(self, job):
+        return filesizeformat(job.artifact_size) if job.artifact_size is not None else "—"
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/retry/",
+                self.admin_site.admin_view(self.retry_view),
+                name=self.url_name("retry"),
+            ),
+            *super().get_urls(),
+        ]
+
+    def job_context(self, request, job: ExportJob) -> dict:
+        return {
+            "download": download_path(job) if job.state == JobState.SUCCEEDED else "",
+            "can_retry": self.may_act(request, job)
+            and job.state in (JobState.FAILED, JobState.CANCELLED),
+            "files": job.pinned.select_related("file").order_by("position"),
+            "retries": visible_jobs(request.user).filter(retry_of=job).order_by("created_at"),
+        }
 
     def retry_view(self, request, object_id):
         def retry(job):
             return services.retry_export(job=job, user=request.user), "Retrying as a new export."
 
         return self._button(request, object_id, retry)
+
+
+# The import jobs' admin and the project's "Import binfile" page (registers ImportJobAdmin).
+from . import admin_imports  # noqa: E402, F401

@@ -1,4 +1,5 @@
-"""The admin's export pages in a real browser (Debian's chromium, driven by Playwright).
+"""The admin's export and import pages in a real browser (Debian's chromium, driven by
+Playwright).
 
 uvicorn serves Ferry and a `manage.py qcluster` runs the exports, both sharing the test
 database and storages (`live_env`). The cluster is started only once the job page is
@@ -7,6 +8,7 @@ or the API polled when the socket is down.
 """
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -20,11 +22,15 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 
 from exports import services
 from exports.admin import percent_done
-from exports.models import ExportJob, JobState
+from exports.models import ExportJob, ImportJob, JobState
+from filesync import services as filesync_services
 from filesync.blobstore import delete_blob
+from filesync.models import File
+from tests.exports.conftest import artifact_bytes, run_to_end
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -32,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 JOB_PAGE = re.compile(r"/admin/exports/exportjob/([0-9a-f-]{36})/change/$")
+IMPORT_PAGE = re.compile(r"/admin/exports/importjob/([0-9a-f-]{36})/change/$")
 PASSWORD = "a browser's password"
 
 
@@ -274,3 +281,122 @@ def test_the_page_polls_the_api_while_the_socket_is_down(
     saved = tmp_path / "polled.zip"
     download.value.save_as(saved)
     assert zipfile.ZipFile(saved).testzip() is None
+
+
+@pytest.fixture
+def binfile(workspace, editor) -> bytes:
+    """The workspace's project exported (made before the browser's event loop runs)."""
+    job = services.create_export_job(user=editor, project=workspace.project, enqueue=False)
+    return artifact_bytes(run_to_end(job))
+
+
+@pytest.fixture
+def staff_editor(settings, editor):
+    """The team's editor as staff (not superuser) with the filesync admin permissions."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    editor.set_password(PASSWORD)
+    editor.is_staff = True
+    editor.save()
+    editor.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="filesync", codename__regex=r"^(view|change)_"
+        )
+    )
+    return editor
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="/ws/imports/ refuses every socket: JobEventsConsumer.as_asgi(kind='import') does "
+    "not set `kind` (channels passes initkwargs to __init__, which drops them), so the "
+    "consumer looks the job up among exports and closes (403). Drop this mark with the fix.",
+)
+def test_import_a_binfile_from_the_project_page_and_watch_it_live(
+    asgi_server, start_qcluster, binfile, staff_editor, team, browser, tmp_path
+):
+    """A staff editor imports a binfile into another project of the team, from that
+    project's page, and follows the job over the WebSocket to its new files."""
+    from playwright.sync_api import expect
+
+    archive, editor = binfile, staff_editor
+    target = filesync_services.create_project(team=team, name="Restored")
+
+    page = logged_in_page(browser, asgi_server, editor)
+    frames = socket_frames(page)
+    page.goto(f"{asgi_server}/admin/filesync/project/{target.pk}/change/")
+    page.click("a.import-binfile-link")
+    expect(page.locator("h1")).to_have_text("Import binfile")
+    page.set_input_files(
+        "input[name=archive]",
+        files=[{"name": "website.zip", "mimeType": "application/zip", "buffer": archive}],
+    )
+    page.click('input[type=submit][value="Import"]')
+    expect(page).to_have_url(IMPORT_PAGE)
+    job = ImportJob.objects.get(pk=IMPORT_PAGE.search(page.url)[1])
+    assert (job.project_id, job.created_by_id) == (target.pk, editor.pk)
+    expect(page.locator(".messagelist")).to_contain_text("Import queued.")
+    expect(page.locator("h1")).to_have_text(f"Import {str(job.pk)[:8]}")
+    expect(page.locator("#job-state")).to_have_text("queued")
+    expect(page.locator("#job-live")).to_have_text("live")
+    expect(page.locator("#job-files")).to_be_hidden()
+    expect(page.locator("#job-cancel")).to_be_visible()
+
+    start_qcluster()
+
+    expect(page.locator("#job-percent")).to_have_text("100 %", timeout=60_000)
+    expect(page.locator("#job-state")).to_have_text("succeeded")
+    expect(page.locator("#job-events li").last).to_contain_text("end 3 files imported")
+    expect(page.locator("#job-cancel")).to_be_hidden()
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED
+    copies = {str(f.pk): f.name for f in File.objects.filter(project=target)}
+    assert set(job.files.values()) == set(copies)
+    links = page.locator("#job-files a")
+    expect(links).to_have_count(3)
+    expect(page.locator("#job-files")).to_contain_text("Design 1")  # named, once they exist
+    hrefs = links.evaluate_all("links => links.map(link => link.getAttribute('href'))")
+    assert sorted(hrefs) == sorted(f"/admin/filesync/file/{pk}/change/" for pk in copies)
+    assert sorted(links.all_inner_texts()) == sorted(copies.values())
+    kinds = [frame["kind"] for frame in frames if frame["kind"] != "heartbeat"]
+    assert kinds and kinds[-1] == "end"  # it came over the socket
+    phases = {frame["data"]["phase"] for frame in frames if frame["kind"] == "progress"}
+    assert {"check", "write"} <= phases
+    expect(page.locator("#job-events li.export-event--progress").first).to_contain_text("check: ")
+    expect(page.locator("#job-finished")).to_contain_text(" UTC")  # fetched after the end
+    page.screenshot(path=tmp_path / "import-succeeded.png", full_page=True)
+
+    # A link opens the new file's admin page, in the project it was imported into.
+    page.locator("#job-files a", has_text="Design 0").click()
+    expect(page.locator("#id_name")).to_have_value("Design 0")
+    assert (
+        File.objects.get(pk=re.search(r"/file/([0-9a-f-]{36})/change/", page.url)[1]).project
+        == target
+    )
+
+
+def test_the_import_page_polls_the_api_while_the_socket_is_down(
+    asgi_server, start_qcluster, binfile, staff_editor, team, browser
+):
+    from playwright.sync_api import expect
+
+    target = filesync_services.create_project(team=team, name="Restored")
+    job = services.create_import_job(user=staff_editor, project=target, upload=io.BytesIO(binfile))
+    page = logged_in_page(browser, asgi_server, staff_editor)
+    page.route_web_socket(re.compile(r"/ws/imports/"), lambda socket: socket.close())
+    polled = []
+    page.on("request", lambda r: polled.append(r.url) if "/api/imports/" in r.url else None)
+
+    page.goto(f"{asgi_server}/admin/exports/importjob/{job.pk}/change/")
+    expect(page.locator("#job-live")).to_have_text("connection lost: polling")
+    start_qcluster()
+
+    expect(page.locator("#job-percent")).to_have_text("100 %", timeout=60_000)
+    expect(page.locator("#job-state")).to_have_text("succeeded")
+    expect(page.locator("#job-files a")).to_have_count(3)
+    expect(page.locator("#job-files")).to_contain_text("Brand library")
+    assert f"{asgi_server}/api/imports/{job.pk}/" in polled
+    job.refresh_from_db()
+    hrefs = page.locator("#job-files a").evaluate_all("links => links.map(a => a.pathname)")
+    assert sorted(hrefs) == sorted(
+        f"/admin/filesync/file/{pk}/change/" for pk in job.files.values()
+    )

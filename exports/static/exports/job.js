@@ -1,11 +1,13 @@
-// The admin's export job page, kept live: events over the job's WebSocket, and while the
-// socket is down the job's API document every second (the socket is tried again meanwhile
-// and, once back, replays the events missed since the last one shown).
+// The admin's job page (an export or an import: data-kind), kept live: events over the
+// job's WebSocket, and while the socket is down the job's API document every second (the
+// socket is tried again meanwhile and, once back, replays the events missed since the last
+// one shown). An export ends with a Download link, an import with links to its new files.
 (function () {
   "use strict";
 
   const root = document.getElementById("export-job");
   if (!root) return;
+  const kind = root.dataset.kind || "export";
 
   const TERMINAL_KINDS = ["end", "error", "cancelled"];
   const FINAL_STATES = ["succeeded", "failed", "cancelled", "expired"];
@@ -15,6 +17,15 @@
   const SILENCE_MS = 45000; // the server sends a heartbeat every 15 s
 
   const el = (id) => document.getElementById(id);
+  // Parts only one kind of page has (Download, Retry, SHA-256...) are simply absent.
+  function setHidden(id, hidden) {
+    const node = el(id);
+    if (node) node.hidden = hidden;
+  }
+  function setText(id, text) {
+    const node = el(id);
+    if (node) node.textContent = text;
+  }
   const job = {
     state: root.dataset.state,
     lastSeq: Number(root.dataset.after) || 0,
@@ -67,9 +78,9 @@
     badge.className = `export-badge export-badge--${job.state}`;
     root.dataset.state = job.state;
     const mayAct = root.dataset.mayAct === "1";
-    el("job-cancel").hidden = !(mayAct && (job.state === "queued" || job.state === "running"));
-    el("job-retry").hidden = !(mayAct && (job.state === "failed" || job.state === "cancelled"));
-    if (job.state !== "succeeded") el("job-download").hidden = true;
+    setHidden("job-cancel", !(mayAct && (job.state === "queued" || job.state === "running")));
+    setHidden("job-retry", !(mayAct && (job.state === "failed" || job.state === "cancelled")));
+    if (job.state !== "succeeded") setHidden("job-download", true);
   }
 
   function setState(state) {
@@ -84,10 +95,48 @@
     }
   }
 
-  function showError(code, message) {
+  // Where an import's archive is wrong: "entry files/….json, field pages" (as the admin's
+  // error_place); an export's error, or the API document's, names no place.
+  function place(data) {
+    return ["entry", "field"].filter((key) => data[key]).map((key) => `${key} ${data[key]}`).join(", ");
+  }
+
+  function showError(code, message, data) {
     el("job-error-code").textContent = code;
     el("job-error-message").textContent = message;
+    const where = place(data || {});
+    if (where) setText("job-error-place", `(${where})`);
     el("job-error").hidden = false;
+  }
+
+  // An import's new files: linked by id at once, then named from the page as the server
+  // renders it now that the files exist.
+  function showFiles(files) {
+    const box = el("job-files");
+    const ids = Object.entries(files || {}).sort();
+    if (!box || !ids.length || !box.hidden) return;
+    const list = box.querySelector("ul");
+    list.replaceChildren();
+    for (const [source, id] of ids) {
+      const item = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = root.dataset.fileUrl.replace("__id__", id);
+      link.textContent = id;
+      const note = document.createElement("span");
+      note.className = "export-note";
+      note.textContent = `${id}, from ${source}`;
+      item.append(link, " ", note);
+      list.append(item);
+    }
+    box.hidden = false;
+    fetch(window.location.pathname, { credentials: "same-origin" })
+      .then((response) => (response.ok ? response.text() : null))
+      .then((html) => {
+        const page = html && new DOMParser().parseFromString(html, "text/html");
+        const named = page && page.getElementById("job-files");
+        if (named && !named.hidden) el("job-files").replaceWith(named);
+      })
+      .catch(() => {});
   }
 
   function showDownload(href) {
@@ -100,16 +149,24 @@
     el("job-live").textContent = text;
   }
 
-  function summary(kind, data) {
-    switch (kind) {
+  // The same lines as exports.admin.event_summary, for an export's or an import's data.
+  function summary(eventKind, data) {
+    switch (eventKind) {
       case "queued":
-        return `${data.items_total || 0} items planned`;
-      case "progress":
-        return `${data.items_done}/${data.items_total} items, ${filesize(data.bytes_done)} / ${filesize(data.bytes_total)}`;
-      case "end":
-        return `${filesize(data.size)}, sha256 ${String(data.sha256).slice(0, 12)}\u2026`;
-      case "error":
-        return `${data.code}: ${data.message}`;
+        return "items_total" in data ? `${data.items_total} items planned` : "";
+      case "progress": {
+        const counts = `${data.items_done}/${data.items_total} items, ${filesize(data.bytes_done)} / ${filesize(data.bytes_total)}`;
+        return data.phase ? `${data.phase}: ${counts}` : counts;
+      }
+      case "end": {
+        if (!data.files) return `${filesize(data.size)}, sha256 ${String(data.sha256).slice(0, 12)}\u2026`;
+        const count = Object.keys(data.files).length;
+        return `${count} file${count === 1 ? "" : "s"} imported`;
+      }
+      case "error": {
+        const where = place(data);
+        return `${data.code}: ${data.message}${where ? ` (${where})` : ""}`;
+      }
       default:
         return "";
     }
@@ -145,6 +202,14 @@
         setProgress(data);
         break;
       case "end":
+        if (kind === "import") {
+          setProgress({
+            items_done: job.progress.items_total, bytes_done: job.progress.bytes_total,
+          });
+          setState("succeeded");
+          showFiles(data.files);
+          break;
+        }
         setProgress({
           items_done: job.progress.items_total, bytes_done: data.size, bytes_total: data.size,
         });
@@ -153,7 +218,7 @@
         break;
       case "error":
         setState("failed");
-        showError(data.code, data.message);
+        showError(data.code, data.message, data);
         break;
       case "cancelled":
         setState("cancelled");
@@ -172,14 +237,15 @@
     el("job-started").textContent = when(doc.started_at);
     el("job-finished").textContent = when(doc.finished_at);
     el("job-attempts").textContent = `${doc.attempts} (${doc.ticks} tick${doc.ticks === 1 ? "" : "s"})`;
-    el("job-sha256").textContent = (doc.artifact && doc.artifact.sha256) || "\u2014";
-    el("job-expires").textContent = when(doc.artifact && doc.artifact.expires_at);
+    setText("job-sha256", (doc.artifact && doc.artifact.sha256) || "\u2014");
+    setText("job-expires", when(doc.artifact && doc.artifact.expires_at));
     setProgress(doc.progress || {});
     setState(doc.state);
     if (doc.error) showError(doc.error.code, doc.error.message);
     if (doc.state === "succeeded" && doc.links && doc.links.download) {
       showDownload(doc.links.download);
     }
+    if (doc.state === "succeeded" && kind === "import") showFiles(doc.files);
     render();
   }
 
@@ -221,7 +287,7 @@
       if (socket === ws) socket = null;
       if (finished) return;
       if (closed.code === 4404) {
-        live("not allowed to follow this export");
+        live(`not allowed to follow this ${kind}`);
         return;
       }
       if (FINAL_STATES.includes(job.state)) {
@@ -266,7 +332,7 @@
       const response = await fetchDocument();
       if (response.status === 403 || response.status === 404) {
         stopPolling();
-        live("not allowed to follow this export");
+        live(`not allowed to follow this ${kind}`);
         return;
       }
       if (response.ok) applyDocument(await response.json());
