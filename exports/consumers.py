@@ -36,6 +36,10 @@ class JobEventsConsumer(AsyncJsonWebsocketConsumer):
             relay.cancel()
 
 
+class ImportEventsConsumer(JobEventsConsumer):
+    kind = "import"
+
+
 def _after(query: bytes) -> int:
     for part in query.decode().split("&"):
         key, _, value = part.partition("=")

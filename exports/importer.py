@@ -326,7 +326,8 @@ class _Run:
             Blob.objects.filter(pk=self.job.source_blob).update(touched_at=timezone.now())
         with open_source(self.job) as source:
             reader = BinfileReader(source, import_limits())
-            entries = reader.zip.infolist()
+            # digest.json is read up front, not checked as an entry: it is not counted.
+            entries = [i for i in reader.zip.infolist() if i.filename != binfile.DIGEST]
             blob_bytes = sum(i.file_size for i in entries if i.filename.startswith("blobs/"))
             self.job.items_total = len(entries)
             self.job.bytes_total = sum(i.file_size for i in entries) + blob_bytes

@@ -1,8 +1,8 @@
 from django.urls import path
 
-from .consumers import JobEventsConsumer
+from .consumers import ImportEventsConsumer, JobEventsConsumer
 
 websocket_urlpatterns = [
     path("ws/exports/<uuid:job_id>/", JobEventsConsumer.as_asgi()),
-    path("ws/imports/<uuid:job_id>/", JobEventsConsumer.as_asgi(kind="import")),
+    path("ws/imports/<uuid:job_id>/", ImportEventsConsumer.as_asgi()),
 ]

@@ -305,12 +305,6 @@ def staff_editor(settings, editor):
     return editor
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/ws/imports/ refuses every socket: JobEventsConsumer.as_asgi(kind='import') does "
-    "not set `kind` (channels passes initkwargs to __init__, which drops them), so the "
-    "consumer looks the job up among exports and closes (403). Drop this mark with the fix.",
-)
 def test_import_a_binfile_from_the_project_page_and_watch_it_live(
     asgi_server, start_qcluster, binfile, staff_editor, team, browser, tmp_path
 ):
