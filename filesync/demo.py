@@ -89,8 +89,8 @@ def _page_objects(
             "name": f"Shape {i}",
             "x": rng.randint(0, 2000),
             "y": rng.randint(0, 2000),
-            "w": rng.randint(10, 400),
-            "h": rng.randint(10, 400),
+            "width": rng.randint(10, 400),
+            "height": rng.randint(10, 400),
         }
         kind = i % 5
         library = libraries[i % len(libraries)] if libraries else None

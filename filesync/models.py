@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import F, Q
 
 #: The file data layout this server writes. Imports of older data are migrated up to it.
-DATA_VERSION = 1
+DATA_VERSION = 2
 
 sha256_validator = RegexValidator(r"^[0-9a-f]{64}$", "A sha256 is 64 lowercase hex digits.")
 
