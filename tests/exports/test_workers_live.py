@@ -30,6 +30,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.exports.test_import import documents, read_archive_bytes
+
 SERVICES = os.environ.get("FERRY_TEST_SERVICES") == "1"
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
@@ -593,4 +595,194 @@ def test_two_clusters_run_ten_exports_without_overlap(ferry):
         + ", ".join(f"{name}={sum(c.values())}" for name, c in ran_on.items())
         + f"; jobs whose ticks ran on both clusters: {len(shared)}/10; "
         + f"requeued by maintenance: {requeued}"
+    )
+
+
+# Pages enough that phase 3 (every row in one transaction, ~300 pages/s on SQLite) lasts
+# a few seconds, and media enough that phases 1 and 2 take about a second.
+IMPORT_KILL_WORKSPACE = {"files": 40, "pages": 25, "objects": 300, "media_mb": 24, "libraries": 1}
+#: How long into phase 3 ("write") the worker is killed.
+KILL_INTO_WRITE = 1.0
+
+#: A fresh project in the seeded project's team, and an import of the archive into it,
+#: queued for the workers. Prints the job id and the project id.
+QUEUE_IMPORT = """
+from exports.services import create_import_job
+from filesync.models import Project
+from filesync.services import create_project
+source = Project.objects.get(pk="{project}")
+target = create_project(team=source.team, name="Restored")
+with open("{archive}", "rb") as archive:
+    job = create_import_job(user=None, project=target, upload=archive, enqueue=True)
+print(job.id, target.id)
+"""
+
+#: Follows one import every 20 ms, one JSON line each: its state and lease, and when each
+#: of its "write" progress events (the start of phase 3) was recorded.
+WATCH_IMPORT = """
+import json, sys, time
+from exports.models import ImportEvent, ImportJob
+print("ready", flush=True)
+job_id = sys.stdin.readline().strip()
+while True:
+    job = ImportJob.objects.values(
+        "state", "attempts", "ticks", "worker", "finished_at", "error_message"
+    ).get(pk=job_id)
+    writes = ImportEvent.objects.filter(
+        job_id=job_id, kind="progress", data__phase="write"
+    ).order_by("seq").values_list("created_at", flat=True)
+    job["writes"] = [w.timestamp() for w in writes]
+    job["finished_at"] = job["finished_at"] and job["finished_at"].timestamp()
+    job["at"] = time.time()
+    print(json.dumps(job), flush=True)
+    if job["state"] not in ("queued", "running"):
+        break
+    time.sleep(0.02)
+"""
+
+#: The rows a project's files own, and the change feed's length (an import's feed rows
+#: carry the new file ids, unknown until it commits).
+PROJECT_ROWS = """
+import json
+from filesync.models import Change, File, FileLibrary, MediaObject, Page
+files = File.objects.filter(project_id="{project}")
+print(json.dumps(dict(
+    files=files.count(),
+    pages=Page.objects.filter(file__in=files).count(),
+    media=MediaObject.objects.filter(file__in=files).count(),
+    links=FileLibrary.objects.filter(file__in=files).count(),
+    changes=Change.objects.count(),
+)))
+"""
+
+#: An import's outcome and `inverse` (new id -> archive id) from tests/exports/test_import.
+IMPORT_OUTCOME = """
+import json
+from exports.models import ImportJob
+from tests.exports.test_import import inverse
+job = ImportJob.objects.get(pk="{job}")
+print(json.dumps(dict(state=job.state, attempts=job.attempts, ticks=job.ticks,
+                      error=job.error_message, files=job.files, inverse=inverse(job))))
+"""
+
+
+def file_documents(data: bytes, ids: dict[str, str] | None = None) -> dict:
+    """`documents` of tests/exports/test_import.py, each file's media as a set: an export
+    lists them by id, and an import gives them new random ids."""
+    translated = documents(data, ids)
+    for name, document in translated.items():
+        if name.startswith("files/") and name.count("/") == 1:
+            document["media"] = sorted(document["media"])
+    return translated
+
+
+def test_killed_import_leaves_nothing_and_succeeds_when_retried(ferry, tmp_path):
+    """SIGKILL the worker inside phase 3's transaction: no row of the import exists; the
+    scheduled maintenance on a new cluster runs it again from phase 1, and the project then
+    holds the same files as the archive.
+
+    The worker is the process whose pid is in the job's lease (`host:pid:tag`); the rest of
+    its cluster is killed after it, so that only the second cluster can finish the job.
+    """
+    began = time.monotonic()
+    project = seed(ferry, **IMPORT_KILL_WORKSPACE)
+    original_path = tmp_path / "original.zip"
+    ferry.manage("export_files", "--project", project, "--out", original_path, "-v0")
+
+    first = ferry.start_cluster("qcluster-1", workers=1)
+    watcher = ferry.start(
+        "watcher", "shell", "--no-imports", "-c", WATCH_IMPORT, lines=True, stdin=True
+    )
+    wait_for(lambda: "ready" in watcher.lines, timeout=30, what="the watcher", ferry=ferry)
+    before = ferry.json("shell", "--no-imports", "-c", PROJECT_ROWS.format(project=project))
+    job_id, target = ferry.manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        QUEUE_IMPORT.format(project=project, archive=original_path),
+    ).split()
+    watcher.send(job_id)
+
+    at_kill = None
+    deadline = time.monotonic() + 90
+    while at_kill is None:
+        assert time.monotonic() < deadline, ferry.explain("the import never reached phase 3")
+        if not watcher.lines[1:]:
+            time.sleep(0.005)
+            continue
+        state = json.loads(watcher.lines[-1])
+        assert state["state"] in ("queued", "running"), ferry.explain(
+            f"the import ended ({state}) before the kill; give it more pages"
+        )
+        if (
+            state["writes"]
+            and state["worker"]
+            and time.time() >= state["writes"][0] + KILL_INTO_WRITE
+        ):
+            worker_pid = int(state["worker"].rsplit(":", 2)[1])
+            assert os.getpgid(worker_pid) == first.pid, f"{state['worker']} is not in qcluster-1"
+            os.kill(worker_pid, signal.SIGKILL)
+            killed_at = time.time()
+            at_kill = state
+        else:
+            time.sleep(0.005)
+    first.kill()
+
+    # Phase 3 had begun and had not committed (its commit marks the job succeeded): the
+    # lease is still the dead worker's, and not one row of the import is visible.
+    time.sleep(0.3)
+    after_kill = json.loads(watcher.lines[-1])
+    assert after_kill["state"] == "running", ferry.explain(f"after the kill: {after_kill}")
+    assert after_kill["worker"] == at_kill["worker"], ferry.explain(str(after_kill))
+    left = ferry.json("shell", "--no-imports", "-c", PROJECT_ROWS.format(project=target))
+    assert left == {"files": 0, "pages": 0, "media": 0, "links": 0, "changes": before["changes"]}, (
+        left
+    )
+
+    second = ferry.start_cluster("qcluster-2", workers=1)
+    second_started = time.monotonic()
+    wait_for(
+        lambda: not watcher.alive(),
+        timeout=120,
+        what="the import to end on the second cluster",
+        ferry=ferry,
+    )
+    finished_after = time.monotonic() - second_started
+    final = json.loads(watcher.lines[-1])
+    outcome = ferry.json("shell", "--no-imports", "-c", IMPORT_OUTCOME.format(job=job_id))
+    assert outcome["state"] == "succeeded", ferry.explain(f"the retried import: {outcome}")
+    assert outcome["attempts"] == 2, ferry.explain(f"attempts: {outcome}")
+    assert len(final["writes"]) == 2, final  # phase 3 began once per attempt
+    assert second.alive()
+    maintain = [t for t in queue_records(ferry)["tasks"] if t["func"] == "exports.tasks.maintain"]
+    assert any(m["result"] and m["result"].get("requeued") for m in maintain), ferry.explain(
+        f"the import was not requeued by the maintenance task: {maintain}"
+    )
+
+    # The same files as the archive: the same rows, and a re-export whose documents,
+    # translated back to the archive's ids, and blobs are the archive's.
+    rows = ferry.json("shell", "--no-imports", "-c", PROJECT_ROWS.format(project=target))
+    assert {k: rows[k] for k in ("files", "pages", "media", "links")} == {
+        k: before[k] for k in ("files", "pages", "media", "links")
+    }, (rows, before)
+    again_path = tmp_path / "again.zip"
+    ferry.manage("export_files", "--project", target, "--out", again_path, "-v0")
+    original, again = original_path.read_bytes(), again_path.read_bytes()
+    assert file_documents(again, outcome["inverse"]) == file_documents(original)
+    blob_names = [
+        sorted(n for n in read_archive_bytes(data)[0].names() if n.startswith("blobs/"))
+        for data in (original, again)
+    ]
+    assert blob_names[0] == blob_names[1] and blob_names[0]
+
+    retry_write = final["finished_at"] - final["writes"][1]
+    print(
+        f"\n[killed import] {'services' if SERVICES else 'embedded'}: "
+        f"{before['files']} files, {before['pages']} pages, {before['media']} media, "
+        f"archive {len(original)} bytes; worker {at_kill['worker']} killed "
+        f"{killed_at - at_kill['writes'][0]:.2f}s into phase 3 (the retry's phase 3 took "
+        f"{retry_write:.2f}s); nothing left: {left}\n"
+        f"  attempts={outcome['attempts']} ticks={outcome['ticks']}; second cluster finished "
+        f"it {finished_after:.1f}s after starting; maintain results "
+        f"{[m['result'] for m in maintain]}; test runtime {time.monotonic() - began:.1f}s"
     )
