@@ -16,7 +16,8 @@ from django.db import transaction
 
 from . import services
 from .content import validate_objects
-from .models import File, FileLibrary, Membership, Page, Project, Role, Team
+from .feed import record_change
+from .models import ChangeKind, File, FileLibrary, Membership, Page, Project, Role, Team
 
 MIB = 1024 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -151,6 +152,8 @@ def build_workspace(
         )
         for n in range(size.libraries)
     ]
+    for library in libraries:  # the feed tells followers and clients of every file
+        record_change(kind=ChangeKind.FILE_CREATED, file=library)
     media_bytes = int(size.media_mb * MIB) // max(1, size.files * MEDIA_PER_FILE)
     for n in range(size.files):
         with transaction.atomic():
@@ -181,5 +184,6 @@ def build_workspace(
                 )
                 for p in range(size.pages)
             )
+            record_change(kind=ChangeKind.FILE_CREATED, file=file)
         progress(1)
     return project, True

@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django_q",
     "channels",
     "filesync",
+    "filesync.follower",
     "exports",
 ]
 
@@ -243,6 +244,12 @@ SYNC_UPLOAD_DIR = VAR_DIR / "uploads"
 SYNC_UPLOAD_TTL_SECONDS = int(os.environ.get("SYNC_UPLOAD_TTL_SECONDS", 24 * 3600))
 SYNC_PATCH_LEASE_SECONDS = 60
 REPLICA_STALE_SECONDS = int(os.environ.get("REPLICA_STALE_SECONDS", 24 * 3600))
+
+# Follower: a download's claim lasts this long unless renewed; failed attempts back off
+# from FOLLOWER_RETRY_SECONDS, doubling, and stop after FOLLOWER_MAX_ATTEMPTS.
+FOLLOWER_LEASE_SECONDS = float(os.environ.get("FOLLOWER_LEASE_SECONDS", 60))
+FOLLOWER_RETRY_SECONDS = float(os.environ.get("FOLLOWER_RETRY_SECONDS", 1))
+FOLLOWER_MAX_ATTEMPTS = int(os.environ.get("FOLLOWER_MAX_ATTEMPTS", 6))
 SYNC_MAX_BLOB_BYTES = int(os.environ.get("SYNC_MAX_BLOB_BYTES", 5 * 1024**3))
 EVENTS_HEARTBEAT_SECONDS = float(os.environ.get("EVENTS_HEARTBEAT_SECONDS", 15))
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("uploads/<uuid:upload_id>", tus.UploadView.as_view(), name="sync-upload"),
     path("timestamp", views.TimestampView.as_view(), name="sync-timestamp"),
     path("changes", views.changes, name="sync-changes"),
+    path("files/<uuid:file_id>", views.FileContentView.as_view(), name="sync-file"),
     path(f"blobs/{SHA256}", views.BlobView.as_view(), name="sync-blob"),
     path(f"blobs/{SHA256}/lock", views.BlobLockView.as_view(), name="sync-blob-lock"),
     path("locks/<uuid:lock_id>", views.LockView.as_view(), name="sync-lock"),

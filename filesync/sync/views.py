@@ -5,6 +5,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
+import orjson
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import (
@@ -13,6 +14,7 @@ from django.http import (
     HttpResponseNotModified,
     HttpResponseRedirect,
     JsonResponse,
+    StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -27,8 +29,9 @@ from ..api.views import pending_response
 from ..feed import GROUP
 from ..http import ranged_file_response
 from ..models import ContentLock, Replica, sha256_validator
+from ..selectors import files_for, get_file
 from . import services as sync_services
-from .selectors import changes_for, feed_position, pending_for, readable_blob
+from .selectors import changes_for, feed_position, file_content, pending_for, readable_blob
 
 
 def _refused(error: sync_services.Refused) -> Response:
@@ -47,6 +50,20 @@ def _blob_or_404(user, sha256: str):
             raise Pending
         raise Http404("No such blob.")
     return blob
+
+
+class FileContentView(APIView):
+    """GET /api/sync/files/<id>: the whole file as JSON lines (sync selectors'
+    file_content), deleted or not, for followers; 404 for a file the user cannot see or
+    that was purged."""
+
+    def get(self, request, file_id):
+        files = files_for(request.user, include_deleted=True)
+        if not files.filter(pk=file_id).exists():
+            raise Http404("No such file.")
+        state = get_file(file_id, include_deleted=True)
+        lines = (orjson.dumps(record) + b"\n" for record in file_content(state))
+        return StreamingHttpResponse(lines, content_type="application/x-ndjson")
 
 
 class TimestampView(APIView):
