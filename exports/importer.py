@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from filesync import blobstore
 from filesync.content import validate_assets, validate_features, validate_objects
-from filesync.copying import FileCopy, ReadableFiles, Relink, link_copies, write_copy
+from filesync.copying import FileCopy, ReadableFiles, Relink, finish_copies, write_copy
 from filesync.datamigrations import UnknownDataVersion, upgrade_assets, upgrade_objects
 from filesync.models import DATA_VERSION, Blob
 from filesync.selectors import MediaData, PageData
@@ -397,15 +397,18 @@ class _Run:
         job = self.job
         relink = Relink.fresh(plan.files, plan.media_blobs, kept=ReadableFiles(self.job.created_by))
         with transaction.atomic():
+            copies = []
             for file_plan in plan.files.values():
                 if self.heartbeat.lost:
                     raise LeaseLost
-                write_copy(
-                    project=job.project,
-                    copy=_file_copy(reader, file_plan, plan),
-                    relink=relink,
+                copies.append(
+                    write_copy(
+                        project=job.project,
+                        copy=_file_copy(reader, file_plan, plan),
+                        relink=relink,
+                    )
                 )
-            link_copies(plan.relations, relink)
+            finish_copies(copies, plan.relations, relink)
             now = timezone.now()
             if not ImportJob.objects.filter(pk=job.pk, worker=self.worker).update(
                 state=JobState.SUCCEEDED,

@@ -3,6 +3,7 @@ housekeeping the scheduler runs."""
 
 import logging
 import os
+from datetime import timedelta
 from typing import BinaryIO
 from uuid import UUID, uuid4
 
@@ -236,6 +237,28 @@ def remove_abandoned_parts() -> int:
         if name.removesuffix(".zip.part") not in active:
             storage.delete(f"{PARTIALS}/{name}")
             removed += 1
+    return removed
+
+
+def remove_abandoned_imports() -> int:
+    """Uploaded archives no active import will read: their job ended (and its worker died
+    before removing them), or never came to be. Fresh ones are left alone, since a job
+    row is committed only after its upload is saved."""
+    storage = exports_storage()
+    if not uses_s3() and not storage.exists(IMPORTS):
+        return 0
+    active = {
+        str(i)
+        for i in ImportJob.objects.filter(state__in=ACTIVE_STATES).values_list("id", flat=True)
+    }
+    settled = timezone.now() - timedelta(seconds=settings.EXPORT_LEASE_SECONDS)
+    removed = 0
+    for name in storage.listdir(IMPORTS)[1]:
+        path = f"{IMPORTS}/{name}"
+        if name.removesuffix(".binfile") in active or storage.get_modified_time(path) > settled:
+            continue
+        storage.delete(path)
+        removed += 1
     return removed
 
 

@@ -22,11 +22,13 @@ def run_import(job_id: str) -> str:
 
 
 def maintain() -> dict:
-    """Scheduled every minute: resume stalled jobs, expire artifacts, drop abandoned parts."""
+    """Scheduled every minute: resume stalled jobs, expire artifacts, drop abandoned parts
+    and uploaded archives."""
     return {
         "requeued": len(services.requeue_stalled_jobs()),
         "expired": services.expire_artifacts(),
         "abandoned_parts_removed": services.remove_abandoned_parts(),
+        "abandoned_imports_removed": services.remove_abandoned_imports(),
     }
 
 

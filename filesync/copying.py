@@ -142,12 +142,13 @@ def write_copy(*, project: Project, copy: FileCopy, relink: Relink) -> File:
             for media in copy.media
         ),
     )
-    record_change(kind=ChangeKind.FILE_CREATED, file=file)
     return file
 
 
-def link_copies(relations: Iterable[tuple], relink: Relink) -> int:
-    """Recreate file-uses-library links between the copies (or to kept libraries)."""
+def finish_copies(copies: list[File], relations: Iterable[tuple], relink: Relink) -> None:
+    """Recreate file-uses-library links between the copies (or to kept libraries), then
+    tell the feed of the copies and their links. Last, just before the caller commits:
+    taking feed seqs locks the feed for every writer until the commit."""
     links = []
     for file_id, library_id in relations:
         file_target, library_target = relink.target(file_id), relink.target(library_id)
@@ -155,14 +156,15 @@ def link_copies(relations: Iterable[tuple], relink: Relink) -> int:
             continue
         links.append(FileLibrary(file_id=file_target, library_id=library_target))
     FileLibrary.objects.bulk_create(links, ignore_conflicts=True)
-    files = File.objects.select_related("project").in_bulk({UUID(link.file_id) for link in links})
+    files = {str(copy.pk): copy for copy in copies}
+    for copy in copies:
+        record_change(kind=ChangeKind.FILE_CREATED, file=copy)
     for link in links:
         record_change(
             kind=ChangeKind.LIBRARY_LINKED,
-            file=files[UUID(link.file_id)],
+            file=files[str(link.file_id)],
             payload={"library": str(link.library_id)},
         )
-    return len(links)
 
 
 def bulk_create_batched(model, rows: Iterable) -> None:

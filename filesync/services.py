@@ -17,7 +17,7 @@ from .copying import (
     ReadableFiles,
     Relink,
     bulk_create_batched,
-    link_copies,
+    finish_copies,
     write_copy,
 )
 from .feed import record_change
@@ -404,7 +404,8 @@ def duplicate_files(
             )
             for state in states
         ]
-        link_copies(
+        finish_copies(
+            copies,
             FileLibrary.objects.filter(file_id__in=ids).values_list("file_id", "library_id"),
             relink,
         )
@@ -441,7 +442,8 @@ def restore_snapshot_as_new_file(*, snapshot: Snapshot, user=None) -> File:
             ),
             relink=relink,
         )
-        link_copies(
+        finish_copies(
+            [copy],
             FileLibrary.objects.filter(file=state.file).values_list("file_id", "library_id"),
             relink,
         )

@@ -1,7 +1,6 @@
 """Reading a binfile: the manifest first, then every entry checked against digest.json."""
 
 import hashlib
-import json
 import re
 import stat
 import zipfile
@@ -9,6 +8,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
+
+import orjson
 
 from .format import DIGEST, MANIFEST, BinfileError, check_manifest
 
@@ -52,12 +53,12 @@ class BinfileReader:
     def read_json(self, name: str):
         try:
             with self.zip.open(name) as entry:
-                return json.load(entry)
+                return orjson.loads(entry.read())
         except KeyError:
             raise BinfileError(
                 f"The archive has no {name}.", code="missing_entry", entry=name
             ) from None
-        except (ValueError, UnicodeDecodeError) as error:
+        except orjson.JSONDecodeError as error:
             raise BinfileError(
                 f"{name} is not valid JSON: {error}", code="malformed", entry=name
             ) from None

@@ -52,6 +52,7 @@ def documents(data: bytes, ids: dict[str, str] | None = None) -> dict:
         document = json.loads(text)
         if name.startswith("files/") and name.count("/") == 1:
             document = {k: v for k, v in document.items() if k not in VOLATILE}
+            document["media"] = sorted(document["media"])  # listed by id; copies get new ids
         if name == "manifest.json":
             document["files"] = sorted(
                 ({k: v for k, v in f.items() if k not in VOLATILE} for f in document["files"]),
@@ -252,3 +253,26 @@ def test_import_command(workspace, editor, tmp_path, team):
     lines = out.getvalue().splitlines()
     assert len(lines) == File.objects.filter(project=target).count() == 3
     assert all(" -> " in line for line in lines)
+
+
+def test_maintenance_removes_uploads_no_import_will_read(workspace, editor, settings):
+    from exports.sinks import exports_storage
+    from exports.tasks import maintain
+
+    archive = export_bytes(user=editor, project=workspace.project)
+    waiting = services.create_import_job(
+        user=editor, project=workspace.project, upload=io.BytesIO(archive), enqueue=False
+    )
+    ended = services.create_import_job(
+        user=editor, project=workspace.project, upload=io.BytesIO(archive), enqueue=False
+    )
+    ImportJob.objects.filter(pk=ended.pk).update(state=JobState.FAILED)  # its worker died
+    orphan = exports_storage().save("imports/never-a-job.binfile", io.BytesIO(b"x"))
+    assert maintain()["abandoned_imports_removed"] == 0  # too fresh: a job may be committing
+
+    settings.EXPORT_LEASE_SECONDS = -1
+    assert maintain()["abandoned_imports_removed"] == 2
+
+    left = [n for n in stored_names("exports") if n.startswith("imports/")]
+    assert left == [waiting.source_name] and orphan not in left
+    assert run_import(waiting.pk, worker="w") == JobState.SUCCEEDED
