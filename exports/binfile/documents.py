@@ -12,6 +12,7 @@ from .format import MANIFEST, BinfileError
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 NAME_MAX = 250
+INT_MAX = 2**31 - 1  # what an integer column (width, height, index) holds on every database
 
 
 def fail(entry: str, field: str, message: str, code: str = "invalid_document"):
@@ -40,8 +41,10 @@ def boolean(value, entry: str, field: str) -> bool:
 
 
 def optional_size(value, entry: str, field: str) -> int | None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        fail(entry, field, "must be a non-negative integer or null.")
+    if value is not None and (
+        not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= INT_MAX
+    ):
+        fail(entry, field, f"must be an integer from 0 to {INT_MAX}, or null.")
     return value
 
 
@@ -138,8 +141,8 @@ def page_document(document, entry: str, page_id: str) -> dict:
     if uuid_text(document.get("id"), entry, "id") != page_id:
         fail(entry, "id", "does not match the entry's name.")
     index = document.get("index")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        fail(entry, "index", "must be a non-negative integer.")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= INT_MAX:
+        fail(entry, "index", f"must be an integer from 0 to {INT_MAX}.")
     return {
         "index": index,
         "name": text(document.get("name"), entry, "name"),
