@@ -1,0 +1,407 @@
+"""Hostile archives: refused with a 4xx or a failed job naming the problem, nothing written.
+
+Each archive is a real export rewritten with `zipfile`, as an attacker would make it, with
+one thing changed. digest.json is recomputed unless the case is about the digest, so the
+check under test is the one that fires. Reader-level cases on hand-made archives live in
+test_binfile_codec.py; these go through the API, the service and the import job.
+"""
+
+import hashlib
+import io
+import json
+import stat
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from uuid import uuid4
+
+import pytest
+
+from exports.binfile import format as binfile
+from exports.models import ImportEvent, ImportJob, JobState
+from filesync import blobstore
+from filesync import services as filesync_services
+from filesync.models import DATA_VERSION, Blob, File, FileLibrary, MediaObject, Page
+from tests.conftest import stored_names
+from tests.exports.test_import import export_bytes, import_bytes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REGULAR = stat.S_IFREG | 0o644
+SYMLINK = stat.S_IFLNK | 0o777
+CHUNK = 1024**2
+BOMB_BYTES = 1024**3
+
+
+@dataclass
+class Entry:
+    name: str
+    data: bytes = b""
+    mode: int = REGULAR
+    zeros: int = 0  # when set, the entry is this many zero bytes, written as a stream
+
+
+class Rewrite:
+    """An export's entries, to change one thing and zip again."""
+
+    def __init__(self, data: bytes):
+        self.source_size = len(data)
+        with zipfile.ZipFile(io.BytesIO(data)) as source:
+            self.entries = [
+                Entry(info.filename, source.read(info))
+                for info in source.infolist()
+                if info.filename != binfile.DIGEST
+            ]
+            self.digest = source.read(binfile.DIGEST)
+        self.stale_digest = False  # keep the export's digest.json instead of recomputing it
+        self.cut = False  # cut the built archive in the middle
+
+    def first(self, part: str) -> str:
+        return next(e.name for e in self.entries if part in e.name)
+
+    def entry(self, name: str) -> Entry:
+        return next(e for e in self.entries if e.name == name)
+
+    def edit_json(self, name: str, change: Callable[[dict], None]) -> None:
+        entry = self.entry(name)
+        document = json.loads(entry.data)
+        change(document)
+        entry.data = binfile.encode_json(document)
+
+    def add(self, entry: Entry, *, before: str = binfile.DIGEST) -> None:
+        at = next((n for n, e in enumerate(self.entries) if e.name == before), len(self.entries))
+        self.entries.insert(at, entry)
+
+    def remove(self, name: str) -> None:
+        self.entries.remove(self.entry(name))
+
+    def design_of(self, entry_name: str) -> str:
+        """The file document of the file an entry belongs to."""
+        return binfile.file_entry(entry_name.split("/")[1].removesuffix(".json"))
+
+    def fresh_digest(self) -> bytes:
+        listed = {}
+        for entry in self.entries:
+            if entry.zeros:
+                listed[entry.name] = {"sha256": entry.name.split("/")[-1], "size": entry.zeros}
+            else:
+                sha256 = hashlib.sha256(entry.data).hexdigest()
+                listed[entry.name] = {"sha256": sha256, "size": len(entry.data)}
+        return binfile.encode_json({"entries": listed})
+
+    def build(self) -> bytes:
+        out = io.BytesIO()
+        digest = self.digest if self.stale_digest else self.fresh_digest()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns of a duplicate name; so be it
+            with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+                for entry in [*self.entries, Entry(binfile.DIGEST, digest)]:
+                    info = zipfile.ZipInfo(entry.name, date_time=(2024, 1, 1, 0, 0, 0))
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    info.external_attr = entry.mode << 16
+                    if not entry.zeros:
+                        archive.writestr(info, entry.data)
+                        continue
+                    zeros = bytes(CHUNK)
+                    with archive.open(info, "w", force_zip64=True) as stream:
+                        for _ in range(entry.zeros // CHUNK):
+                            stream.write(zeros)
+        return out.getvalue()
+
+
+def zeros_blob(size: int) -> Entry:
+    """Zeros under a blob's name (not their hash: the directory is refused before that)."""
+    return Entry(binfile.blob_entry(hashlib.sha256(b"zeros").hexdigest()), zeros=size)
+
+
+# Directory and manifest: refused by POST /api/imports/ before any job exists.
+# Each edit changes the archive (and maybe settings) and returns the entry it names.
+
+
+def zip_slip_parent(archive, settings):
+    archive.add(Entry("../evil.json", b"{}"))
+    return "../evil.json"
+
+
+def zip_slip_nested(archive, settings):
+    archive.add(Entry("files/../../x.json", b"{}"), before=archive.first("/pages/"))
+    return "files/../../x.json"
+
+
+def absolute_path(archive, settings):
+    archive.add(Entry("/etc/passwd", b"root:x:0:0::/root:/bin/sh\n"))
+    return "/etc/passwd"
+
+
+def symlink(archive, settings):
+    page = archive.entry(archive.first("/pages/"))
+    page.mode, page.data = SYMLINK, b"/etc/passwd"
+    return page.name
+
+
+def duplicate(archive, settings):
+    page = archive.entry(archive.first("/pages/"))
+    archive.add(Entry(page.name, b'{"evil": true}'), before=page.name)
+    return page.name
+
+
+def zip_bomb(archive, settings):
+    """1 GiB of zeros in one entry: about 1 MiB deflated, 1000x."""
+    bomb = zeros_blob(BOMB_BYTES)
+    archive.add(bomb)
+    return bomb.name
+
+
+def expands_too_far(archive, settings):
+    """Small enough to upload, declaring more bytes than the server accepts."""
+    settings.IMPORT_MAX_BYTES = archive.source_size + 1024**2
+    padding = zeros_blob(2 * 1024**2)
+    archive.add(padding)
+    return padding.name
+
+
+def upload_too_large(archive, settings):
+    settings.IMPORT_MAX_BYTES = 1024
+    return ""
+
+
+def too_many_entries(archive, settings):
+    settings.IMPORT_MAX_ENTRIES = len(archive.entries)  # digest.json is one more
+    return ""
+
+
+def truncated(archive, settings):
+    archive.cut = True
+    return ""
+
+
+def newer_format(archive, settings):
+    archive.edit_json(binfile.MANIFEST, lambda m: m.update(format_version=99))
+    return binfile.MANIFEST
+
+
+def unknown_type(archive, settings):
+    archive.edit_json(binfile.MANIFEST, lambda m: m.update(type="penpot/binfile"))
+    return binfile.MANIFEST
+
+
+REFUSED = [
+    pytest.param(zip_slip_parent, 400, "unexpected_entry", "", id="zip-slip-parent"),
+    pytest.param(zip_slip_nested, 400, "unexpected_entry", "", id="zip-slip-nested"),
+    pytest.param(absolute_path, 400, "unexpected_entry", "", id="absolute-path"),
+    pytest.param(symlink, 400, "symlink_entry", "", id="symlink"),
+    pytest.param(duplicate, 400, "duplicate_entry", "", id="duplicate-name"),
+    pytest.param(zip_bomb, 400, "compression_ratio", "", id="zip-bomb-1GiB"),
+    pytest.param(expands_too_far, 413, "too_large", "", id="expands-past-limit"),
+    pytest.param(upload_too_large, 413, "too_large", "", id="upload-past-limit"),
+    pytest.param(too_many_entries, 400, "too_many_entries", "", id="too-many-entries"),
+    pytest.param(truncated, 400, "not_zip", "", id="truncated"),
+    pytest.param(newer_format, 400, "newer_version", "format_version", id="newer-format"),
+    pytest.param(unknown_type, 400, "unknown_type", "type", id="unknown-type"),
+]
+
+
+# Content: accepted at upload, then judged by the job, which fails and writes nothing.
+
+
+def digest_differs(archive):
+    """Same size, other bytes: only the sha256 can tell."""
+    page = archive.entry(archive.first("/pages/"))
+    assert b'"Page 0"' in page.data
+    page.data = page.data.replace(b'"Page 0"', b'"Page X"')
+    archive.stale_digest = True
+    return page.name, "sha256"
+
+
+def manifest_names_a_ghost(archive):
+    ghost = {
+        "id": str(uuid4()),
+        "name": "Ghost",
+        "revision": 1,
+        "data_version": DATA_VERSION,
+        "features": [],
+        "is_library": False,
+    }
+    archive.edit_json(binfile.MANIFEST, lambda m: m["files"].append(ghost))
+    return binfile.MANIFEST, "files"
+
+
+def malformed_page(archive):
+    page = archive.entry(archive.first("/pages/"))
+    page.data = b'{"id": "' + page.data[:40]
+    return page.name, ""
+
+
+def spaceship(archive):
+    name = archive.first("/pages/")
+    archive.edit_json(name, lambda p: p["objects"].update(ufo={"type": "spaceship"}))
+    return name, "objects"
+
+
+def media_without_blob(archive):
+    name = archive.first("/media/")
+    archive.edit_json(name, lambda m: m.update(blob="f" * 64))
+    return name, "blob"
+
+
+def blob_not_its_hash(archive):
+    blob = archive.entry(archive.first("blobs/"))
+    blob.data = b"\x89PNG\r\n\x1a\n" + b"something else entirely"
+    return blob.name, "sha256"
+
+
+def newer_data_version(archive):
+    def bump(document):
+        for file in document.get("files", [document]):
+            file["data_version"] = DATA_VERSION + 1
+
+    archive.edit_json(binfile.MANIFEST, bump)
+    for entry in list(archive.entries):
+        if entry.name.count("/") == 1 and entry.name.startswith("files/"):
+            archive.edit_json(entry.name, bump)
+    return binfile.MANIFEST, "files[0].data_version"
+
+
+def unsupported_feature(archive):
+    name = archive.design_of(archive.first("/pages/"))
+    archive.edit_json(name, lambda f: f.update(features=["warp-drive"]))
+    return name, "features"
+
+
+def file_outside_the_manifest(archive):
+    """A whole file document, well formed, for a file the manifest does not name."""
+    source = archive.design_of(archive.first("/pages/"))
+    stranger = str(uuid4())
+    document = json.loads(archive.entry(source).data)
+    document.update(id=stranger, pages=[], media=[])
+    name = binfile.file_entry(stranger)
+    archive.add(Entry(name, binfile.encode_json(document)), before=archive.first("blobs/"))
+    return name, "(entry)"
+
+
+def page_not_listed(archive):
+    page = archive.first("/pages/")
+    file = archive.design_of(page)
+    page_id = page.split("/")[-1].removesuffix(".json")
+    archive.edit_json(file, lambda f: f["pages"].remove(page_id))
+    return file, "pages"
+
+
+def media_width_overflows(archive):
+    """Fits JSON's integers, not a database column: refused by the check, not the write."""
+    name = archive.first("/media/")
+    archive.edit_json(name, lambda m: m.update(width=2**64 - 1))
+    return name, "width"
+
+
+def page_index_overflows(archive):
+    name = archive.first("/pages/")
+    archive.edit_json(name, lambda p: p.update(index=2**31))
+    return name, "index"
+
+
+def listed_page_missing(archive):
+    page = archive.first("/pages/")
+    archive.remove(page)
+    return archive.design_of(page), "pages"
+
+
+FAILED = [
+    pytest.param(digest_differs, "digest_mismatch", id="sha256-differs-from-digest"),
+    pytest.param(manifest_names_a_ghost, "missing_entry", id="manifest-file-without-entry"),
+    pytest.param(malformed_page, "malformed", id="malformed-page-json"),
+    pytest.param(spaceship, "invalid_document", id="object-breaks-content-rules"),
+    pytest.param(media_without_blob, "invalid_document", id="media-blob-without-entry"),
+    pytest.param(blob_not_its_hash, "digest_mismatch", id="blob-bytes-not-its-name"),
+    pytest.param(newer_data_version, "newer_data_version", id="newer-data-version"),
+    pytest.param(unsupported_feature, "invalid_document", id="unsupported-feature"),
+    pytest.param(file_outside_the_manifest, "unexpected_entry", id="file-not-in-manifest"),
+    pytest.param(listed_page_missing, "missing_entry", id="listed-page-missing"),
+    pytest.param(page_not_listed, "unexpected_entry", id="page-not-listed"),
+    pytest.param(media_width_overflows, "invalid_document", id="media-width-overflows"),
+    pytest.param(page_index_overflows, "invalid_document", id="page-index-overflows"),
+]
+
+
+def snapshot() -> dict:
+    """What an import could have left behind: rows, stored blobs, stored uploads."""
+    return {
+        "rows": {
+            m.__name__: m.objects.count() for m in (File, Page, MediaObject, Blob, FileLibrary)
+        },
+        "blobs": stored_names("blobs"),
+        "imports": [n for n in stored_names("exports") if n.startswith("imports/")],
+    }
+
+
+@pytest.fixture
+def original(workspace, editor) -> bytes:
+    """The workspace exported, then its media and blobs gone from this server, so that an
+    import storing the archive's blobs would show in the blob storage."""
+    data = export_bytes(user=editor, project=workspace.project, libraries="all")
+    blobs = [media.blob_id for media in workspace.media]
+    MediaObject.objects.filter(file__project=workspace.project).delete()
+    for sha256 in blobs:
+        Blob.objects.filter(pk=sha256).delete()
+        blobstore.delete_blob(sha256)
+    return data
+
+
+@pytest.fixture
+def target(team):
+    return filesync_services.create_project(team=team, name="Restored")
+
+
+@pytest.mark.parametrize("edit, status, code, field", REFUSED)
+def test_a_hostile_directory_or_manifest_is_refused_at_upload(
+    original, target, editor, api_for, settings, edit, status, code, field
+):
+    archive = Rewrite(original)
+    entry = edit(archive, settings)
+    data = archive.build()
+    if archive.cut:
+        data = data[: len(data) // 2]
+    before = snapshot()
+
+    response = api_for(editor).post(
+        "/api/imports/", {"project": str(target.id), "file": io.BytesIO(data)}, format="multipart"
+    )
+
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert (body["code"], body["entry"], body["field"]) == (code, entry, field)
+    assert body["detail"]
+    assert not ImportJob.objects.exists()
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("edit, code", FAILED)
+def test_hostile_content_fails_the_job_and_writes_nothing(original, target, editor, edit, code):
+    archive = Rewrite(original)
+    entry, field = edit(archive)
+    data = archive.build()
+    before = snapshot()
+
+    job = import_bytes(data, project=target, user=editor)
+
+    assert job.state == JobState.FAILED
+    assert job.error_code == code, job.error_message
+    error = ImportEvent.objects.get(job=job, kind="error").data
+    assert (error["code"], error["entry"], error["field"]) == (code, entry, field)
+    assert entry in job.error_message
+    assert not File.objects.filter(project=target).exists()
+    assert snapshot() == before
+
+
+def test_the_rewritten_export_imports_when_nothing_is_changed(original, target, editor):
+    """The rewriting alone (zipfile, other times, other compression) breaks nothing: the
+    cases above fail for the one thing each changes."""
+    before = snapshot()
+
+    job = import_bytes(Rewrite(original).build(), project=target, user=editor)
+
+    assert job.state == JobState.SUCCEEDED, job.error_message
+    after = snapshot()
+    assert after["rows"]["File"] > before["rows"]["File"]
+    assert len(after["blobs"]) > len(before["blobs"])
