@@ -149,12 +149,23 @@ def finish_copies(copies: list[File], relations: Iterable[tuple], relink: Relink
     """Recreate file-uses-library links between the copies (or to kept libraries), then
     tell the feed of the copies and their links. Last, just before the caller commits:
     taking feed seqs locks the feed for every writer until the commit."""
-    links = []
+    wanted = []
     for file_id, library_id in relations:
         file_target, library_target = relink.target(file_id), relink.target(library_id)
         if file_target is None or library_target is None or file_target == library_target:
             continue
-        links.append(FileLibrary(file_id=file_target, library_id=library_target))
+        wanted.append((file_target, library_target))
+    libraries = {
+        str(pk)
+        for pk in File.objects.filter(
+            pk__in={library for _, library in wanted}, is_library=True
+        ).values_list("pk", flat=True)
+    }
+    links = [
+        FileLibrary(file_id=file_id, library_id=library_id)
+        for file_id, library_id in wanted
+        if library_id in libraries  # only a library can be used as one; others detach
+    ]
     FileLibrary.objects.bulk_create(links, ignore_conflicts=True)
     files = {str(copy.pk): copy for copy in copies}
     for copy in copies:

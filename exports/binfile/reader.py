@@ -45,6 +45,18 @@ class BinfileReader:
         entries = digest.get("entries") if isinstance(digest, dict) else None
         if not isinstance(entries, dict):
             raise BinfileError("digest.json has no entries table.", entry=DIGEST, field="entries")
+        for name, expected in entries.items():
+            if not (
+                isinstance(expected, dict)
+                and isinstance(expected.get("size"), int)
+                and isinstance(expected.get("sha256"), str)
+            ):
+                raise BinfileError(
+                    f"digest.json: {name} needs a size and a sha256.",
+                    code="invalid_document",
+                    entry=DIGEST,
+                    field=f"entries.{name}",
+                )
         self.digest: dict[str, dict] = entries
 
     def names(self) -> list[str]:

@@ -186,6 +186,13 @@ def unknown_type(archive, settings):
     return binfile.MANIFEST
 
 
+def digest_entry_not_an_object(archive, settings):
+    digest = json.loads(archive.fresh_digest())
+    digest["entries"][binfile.MANIFEST] = "nope"
+    archive.digest, archive.stale_digest = binfile.encode_json(digest), True
+    return binfile.DIGEST
+
+
 REFUSED = [
     pytest.param(zip_slip_parent, 400, "unexpected_entry", "", id="zip-slip-parent"),
     pytest.param(zip_slip_nested, 400, "unexpected_entry", "", id="zip-slip-nested"),
@@ -199,6 +206,13 @@ REFUSED = [
     pytest.param(truncated, 400, "not_zip", "", id="truncated"),
     pytest.param(newer_format, 400, "newer_version", "format_version", id="newer-format"),
     pytest.param(unknown_type, 400, "unknown_type", "type", id="unknown-type"),
+    pytest.param(
+        digest_entry_not_an_object,
+        400,
+        "invalid_document",
+        "entries.manifest.json",
+        id="digest-entry-not-an-object",
+    ),
 ]
 
 
@@ -405,3 +419,18 @@ def test_the_rewritten_export_imports_when_nothing_is_changed(original, target, 
     after = snapshot()
     assert after["rows"]["File"] > before["rows"]["File"]
     assert len(after["blobs"]) > len(before["blobs"])
+
+
+def test_a_relation_to_a_file_that_is_no_library_is_dropped(original, target, editor, workspace):
+    """FileLibrary only ever points at a library, whatever a manifest claims."""
+    first, second = (str(d.id) for d in workspace.designs)
+    archive = Rewrite(original)
+    archive.edit_json(binfile.MANIFEST, lambda m: m["relations"].append([first, second]))
+
+    job = import_bytes(archive.build(), project=target, user=editor)
+
+    assert job.state == JobState.SUCCEEDED, job.error_message
+    links = FileLibrary.objects.filter(file_id=job.files[first])
+    assert [str(pk) for pk in links.values_list("library_id", flat=True)] == [
+        job.files[str(workspace.library.id)]
+    ]
