@@ -32,18 +32,19 @@ def leader_for(url: str) -> Leader:
 
 def apply_changes(leader: Leader, changes: list[dict], next_seq: int) -> bool:
     """Apply one page of the leader's feed, in order, once: another follower process that
-    applied it first wins and this call does nothing (returns False)."""
+    applied it first wins and this call does nothing (returns False). Either way `leader`
+    is read again, so the caller asks the feed for what follows what was applied."""
     with transaction.atomic():
         locked = Leader.objects.select_for_update().get(pk=leader.pk)
-        if changes and changes[0]["seq"] <= locked.feed_seq:
-            return False
-        for change in changes:
-            _apply(locked, change)
-        Leader.objects.filter(pk=leader.pk).update(
-            feed_seq=max(next_seq, locked.feed_seq), last_seen=timezone.now()
-        )
+        applied = not changes or changes[0]["seq"] > locked.feed_seq
+        if applied:
+            for change in changes:
+                _apply(locked, change)
+            Leader.objects.filter(pk=leader.pk).update(
+                feed_seq=max(next_seq, locked.feed_seq), last_seen=timezone.now()
+            )
     leader.refresh_from_db()
-    return True
+    return applied
 
 
 def _apply(leader: Leader, change: dict) -> None:
