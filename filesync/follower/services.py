@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from filesync.feed import record_change
 from filesync.models import ChangeKind, File
 from filesync.services import soft_delete_file
 
@@ -59,7 +60,9 @@ def _apply(leader: Leader, change: dict) -> None:
     )
     if created:
         return
-    reopen = {} if row.state in OPEN_STATES else {"since_seq": seq, "attempts": 0}
+    reopen = (
+        {} if row.state in OPEN_STATES else {"since_seq": seq, "attempts": 0, "finished_at": None}
+    )
     downloading = row.state == DownloadState.DOWNLOADING
     state = DownloadState.DOWNLOADING if downloading else DownloadState.PENDING
     Download.objects.filter(pk=row.pk).update(
@@ -86,6 +89,7 @@ def _cancel(leader: Leader, file_id: str, seq: int, kind: str) -> None:
     if local is None:
         return
     if kind == ChangeKind.FILE_PURGED:
+        record_change(kind=ChangeKind.FILE_PURGED, file=local)  # for this Ferry's own followers
         local.delete()
     else:
         soft_delete_file(file=local)
@@ -105,6 +109,16 @@ def claim(leader: Leader, worker: str) -> Download | None:
         "attempts": F("attempts") + 1,
         "bytes_done": 0,
     }
+    # A row whose workers keep dying (its lease ran out at every attempt) stops here.
+    Download.objects.filter(
+        abandoned, leader=leader, attempts__gte=settings.FOLLOWER_MAX_ATTEMPTS
+    ).update(
+        state=DownloadState.FAILED,
+        worker="",
+        lease_expires_at=None,
+        last_error="Its worker stopped (died or was killed) at every attempt.",
+        finished_at=now,
+    )
     for _ in range(20):
         with transaction.atomic():
             if connection.features.has_select_for_update_skip_locked:
@@ -191,7 +205,7 @@ def retry_later(download: Download, worker: str, error: str, *, permanent: bool 
 def retry_failed(downloads) -> int:
     """An operator's retry of failed downloads (the admin action)."""
     return downloads.filter(state=DownloadState.FAILED).update(
-        state=DownloadState.PENDING, attempts=0, not_before=None, finished_at=None
+        state=DownloadState.PENDING, attempts=0, not_before=None, finished_at=None, last_error=""
     )
 
 

@@ -33,6 +33,9 @@ def run_download(client: SyncClient, download: Download, worker: str) -> str:
     except (mirror.Retry, SyncError, httpx.HTTPError, OSError) as error:
         logger.info("download of %s will be retried: %s", download.file_id, error)
         return services.retry_later(download, worker, f"{type(error).__name__}: {error}")
+    except Exception as error:  # a bug or a bad answer: recorded, the worker lives on
+        logger.exception("download of %s failed unexpectedly", download.file_id)
+        return services.retry_later(download, worker, f"{type(error).__name__}: {error}")
     return "done"
 
 

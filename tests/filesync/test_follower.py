@@ -399,6 +399,8 @@ def test_a_purge_deletes_the_local_file(leader):
     assert not File.objects.filter(pk=file).exists()
     assert not MediaObject.objects.exists()
     assert (row(file).state, row(file).since_seq) == ("cancelled", 3)
+    passed_on = Change.objects.filter(file_id=file).order_by("seq").last()
+    assert passed_on.kind == ChangeKind.FILE_PURGED  # for this Ferry's own followers
 
 
 def test_a_deletion_of_a_file_never_fetched_is_harmless(leader):
@@ -421,6 +423,39 @@ def test_a_file_gone_from_the_leader_is_cancelled(leader):
 
 
 # --- failures -------------------------------------------------------------------------------
+
+
+def test_a_row_whose_workers_keep_dying_fails(leader, settings):
+    """A claim that expired at every attempt is not retried forever."""
+    settings.FOLLOWER_MAX_ATTEMPTS = 2
+    file = uuid.uuid4()
+    services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
+    for worker in ("w1", "w2"):
+        claimed(leader, file, worker)
+        Download.objects.filter(file_id=file).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
+
+    assert services.claim(leader, "w3") is None
+
+    dead = row(file)
+    assert (dead.state, dead.attempts, dead.worker) == ("failed", 2, "")
+    assert "at every attempt" in dead.last_error
+
+
+def test_an_unexpected_error_is_recorded_and_the_worker_lives_on(leader, monkeypatch):
+    from filesync.follower import worker
+
+    file = uuid.uuid4()
+    services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
+
+    def broken(client, file_id):
+        raise KeyError("page")
+
+    monkeypatch.setattr(mirror, "fetch", broken)
+
+    assert worker.run_download(None, claimed(leader, file), "w1") == "pending"
+    assert row(file).last_error == "KeyError: 'page'"
 
 
 def test_retry_later_backs_off_doubling_then_fails(leader, settings):
