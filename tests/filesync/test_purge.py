@@ -94,7 +94,8 @@ class other_node_holding:
     def __enter__(self):
         from django.db import connection
 
-        if connection.vendor == "postgresql":
+        self.postgres = connection.vendor == "postgresql"
+        if self.postgres:
             import psycopg
 
             from filesync.singleton import _key
@@ -115,6 +116,10 @@ class other_node_holding:
         return self
 
     def __exit__(self, *exc):
+        if self.postgres:  # a closed connection's backend lets go of its locks only as it exits
+            from filesync.singleton import _key
+
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", [_key(self.name)])
         self.conn.close()
 
 
