@@ -134,8 +134,12 @@ class SyncClient:
                 offset = int(answer.headers["Upload-Offset"])
         return sha256
 
-    def download(self, sha256: str, target: Path) -> Path:
-        """Fetch a blob into `target` in ranged pieces, resuming a partial file; verified."""
+    def download(
+        self, sha256: str, target: Path, *, progress: Callable[[int], None] | None = None
+    ) -> Path:
+        """Fetch a blob into `target` in ranged pieces, resuming a partial file; verified.
+        `progress` is called with the bytes held after each piece (an exception it raises
+        stops the download)."""
         target = Path(target)
         partial = target.with_name(target.name + ".part")
         size = int(
@@ -157,6 +161,8 @@ class SyncClient:
                     if piece.status_code == 206
                     else piece.content[have : last + 1]
                 )
+            if progress is not None:
+                progress(last + 1)
         if file_sha256(partial) != sha256:
             partial.unlink()
             raise ValueError(f"Downloaded bytes do not hash to {sha256}; removed them.")

@@ -82,7 +82,15 @@ def fetch_blobs(client: SyncClient, fetched: Fetched, download: Download, worker
         with tempfile.TemporaryDirectory(dir=settings.FILE_UPLOAD_TEMP_DIR) as directory:
             target = Path(directory) / sha256
             try:
-                client.download(sha256, target)
+                # The claim is renewed as each piece arrives: a blob that takes longer
+                # than the lease must not look abandoned to the other workers.
+                client.download(
+                    sha256,
+                    target,
+                    progress=lambda held, before=fetched_bytes: services.renew(
+                        download, worker, bytes_done=before + held
+                    ),
+                )
             except ValueError as error:  # the bytes did not hash to their name
                 raise Retry(str(error)) from None
             except SyncError as error:
