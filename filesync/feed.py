@@ -9,12 +9,20 @@ from .models import Change, FeedCursor, File
 GROUP = "sync-changes"
 
 
+def lock_feed() -> FeedCursor:
+    """Lock the feed's cursor row until the caller's transaction ends. Writers that lock
+    other rows too and may meet each other (the follower's feed applier and its workers)
+    take this lock first, so they all lock in one order and cannot deadlock."""
+    cursor = FeedCursor.objects.select_for_update().filter(pk=1).first()
+    if cursor is None:  # made by a migration; gone only after a test's table flush
+        cursor = FeedCursor.objects.get_or_create(pk=1)[0]
+    return cursor
+
+
 def record_change(*, kind: str, file: File, payload: dict | None = None) -> Change:
     """Take the next seq (locking the cursor until commit) and append the change."""
     with transaction.atomic():
-        cursor = FeedCursor.objects.select_for_update().filter(pk=1).first()
-        if cursor is None:  # made by a migration; gone only after a test's table flush
-            cursor = FeedCursor.objects.get_or_create(pk=1)[0]
+        cursor = lock_feed()
         seq = cursor.last_seq + 1
         FeedCursor.objects.filter(pk=1).update(last_seq=seq)
         change = Change.objects.create(

@@ -3,7 +3,8 @@ here exactly as the leader has it (same ids, revision and deletion state).
 
 The file comes whole from `GET /api/sync/files/<id>` (JSON lines: the file, its pages,
 its media, then its revision read again); a file that changed underway is fetched again.
-Blobs are verified by sha256 before they are stored. The write is one transaction that
+Blobs are verified by sha256 before they are stored. The write is one transaction
+(taking the feed's lock first, like the feed applier, so the two never deadlock) that
 ends by finishing the claim, so a download that was cancelled (the file was deleted on
 the leader meanwhile) or taken over writes nothing.
 """
@@ -20,7 +21,7 @@ from django.utils.dateparse import parse_datetime
 from filesync import blobstore
 from filesync.client import SyncClient, SyncError
 from filesync.copying import bulk_create_batched
-from filesync.feed import record_change
+from filesync.feed import lock_feed, record_change
 from filesync.models import Blob, ChangeKind, File, FileLibrary, MediaObject, Page, Project, Team
 from filesync.services import store_blob
 
@@ -111,6 +112,7 @@ def write(fetched: Fetched, download: Download, worker: str) -> File:
     """Make the local file what the leader sent, then finish the claim, in one transaction."""
     attrs = fetched.file
     with transaction.atomic():
+        lock_feed()  # first, as the feed applier does: one lock order, no deadlock
         local = File.objects.select_for_update().filter(pk=attrs["id"]).first()
         if local is not None and local.revision > fetched.revision:
             services.finish(download, worker, fetched.revision)  # a newer copy is here

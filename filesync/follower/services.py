@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from filesync.feed import record_change
+from filesync.feed import lock_feed, record_change
 from filesync.models import ChangeKind, File
 from filesync.services import soft_delete_file
 
@@ -36,6 +36,7 @@ def apply_changes(leader: Leader, changes: list[dict], next_seq: int) -> bool:
     applied it first wins and this call does nothing (returns False). Either way `leader`
     is read again, so the caller asks the feed for what follows what was applied."""
     with transaction.atomic():
+        lock_feed()  # first, as mirror.write does (see lock_feed)
         locked = Leader.objects.select_for_update().get(pk=leader.pk)
         applied = not changes or changes[0]["seq"] > locked.feed_seq
         if applied:

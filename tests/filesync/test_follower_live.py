@@ -467,14 +467,6 @@ def test_a_seeded_leader_is_mirrored_whole(leader, follower):
     assert leader_row().acked_seq == leader.feed_end()
 
 
-@pytest.mark.xfail(
-    SERVICES,
-    reason="Known bug (PostgreSQL only): the feed applier's _cancel locks the Download row, "
-    "then the File row (soft_delete_file); a worker's mirror.write locks the File row, then "
-    "the Download row (finish): a deadlock, and when the feed thread is its victim "
-    "sync_follow exits 1. Remove this marker once fixed.",
-    strict=False,
-)
 def test_edits_deletes_and_restores_while_following_end_equal(leader, follower):
     rng = random.Random(20240611)
     files = leader.files()
