@@ -9,7 +9,6 @@ ends by finishing the claim, so a download that was cancelled (the file was dele
 the leader meanwhile) or taken over writes nothing.
 """
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +71,12 @@ def fetch(client: SyncClient, file_id) -> Fetched:
     return fetched
 
 
+def staging(download: Download) -> Path:
+    """Where a download's blobs land before they are stored: one directory per row, so the
+    next attempt at the row (after a worker died mid-blob) resumes the partial blob."""
+    return Path(settings.FILE_UPLOAD_TEMP_DIR) / "follower" / str(download.pk)
+
+
 def fetch_blobs(client: SyncClient, fetched: Fetched, download: Download, worker: str) -> int:
     """Store the ready blobs this follower lacks, each verified; the bytes fetched."""
     fetched_bytes = 0
@@ -80,29 +85,30 @@ def fetch_blobs(client: SyncClient, fetched: Fetched, download: Download, worker
     for sha256, content_type in sorted(wanted.items()):
         if sha256 in have and blobstore.blob_exists(sha256):
             continue
-        with tempfile.TemporaryDirectory(dir=settings.FILE_UPLOAD_TEMP_DIR) as directory:
-            target = Path(directory) / sha256
-            try:
-                # The claim is renewed as each piece arrives: a blob that takes longer
-                # than the lease must not look abandoned to the other workers.
-                client.download(
-                    sha256,
-                    target,
-                    progress=lambda held, before=fetched_bytes: services.renew(
-                        download, worker, bytes_done=before + held
-                    ),
-                )
-            except ValueError as error:  # the bytes did not hash to their name
-                raise Retry(str(error)) from None
-            except SyncError as error:
-                raise Retry(f"Blob {sha256}: {error}") from None
-            size = target.stat().st_size
-            with open(target, "rb") as stream:
-                store_blob(
-                    stream=blobstore.StagedFile(stream),
-                    content_type=content_type,
-                    verified=blobstore.Digest(sha256, size),
-                )
+        target = staging(download) / sha256
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # The claim is renewed as each piece arrives: a blob that takes longer
+            # than the lease must not look abandoned to the other workers.
+            client.download(
+                sha256,
+                target,
+                progress=lambda held, before=fetched_bytes: services.renew(
+                    download, worker, bytes_done=before + held
+                ),
+            )
+        except ValueError as error:  # the bytes did not hash to their name
+            raise Retry(str(error)) from None
+        except SyncError as error:
+            raise Retry(f"Blob {sha256}: {error}") from None
+        size = target.stat().st_size
+        with open(target, "rb") as stream:
+            store_blob(
+                stream=blobstore.StagedFile(stream),
+                content_type=content_type,
+                verified=blobstore.Digest(sha256, size),
+            )
+        target.unlink(missing_ok=True)  # moved into the store already, or copied there
         fetched_bytes += size
         services.renew(download, worker, bytes_done=fetched_bytes)
     return fetched_bytes

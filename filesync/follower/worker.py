@@ -2,6 +2,7 @@
 them, in threads of one `sync_follow` or in several processes, share the download rows."""
 
 import logging
+import shutil
 import threading
 
 import httpx
@@ -10,7 +11,7 @@ from django.db import close_old_connections, connection
 from filesync.client import SyncClient, SyncError
 
 from . import mirror, services
-from .models import Download, Leader
+from .models import Download, DownloadState, Leader
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +19,15 @@ IDLE_WAIT = 0.2
 
 
 def run_download(client: SyncClient, download: Download, worker: str) -> str:
-    """Fetch, verify and write one file. Returns how it ended."""
+    """Fetch, verify and write one file. Returns how it ended. Partial blobs are kept only
+    for a retry of the row to resume."""
+    outcome = _attempt(client, download, worker)
+    if outcome != DownloadState.PENDING:
+        shutil.rmtree(mirror.staging(download), ignore_errors=True)
+    return outcome
+
+
+def _attempt(client: SyncClient, download: Download, worker: str) -> str:
     try:
         fetched = mirror.fetch(client, download.file_id)
         mirror.fetch_blobs(client, fetched, download, worker)

@@ -565,7 +565,7 @@ def test_a_follower_killed_mid_download_loses_nothing(leader, follower, proxy_to
 
     def underway():
         row = Download.objects.filter(file_id=big, state=DownloadState.DOWNLOADING).first()
-        parts = [p.stat().st_size for p in partial.glob(f"*/{sha256}.part")]
+        parts = [p.stat().st_size for p in partial.glob(f"follower/*/{sha256}.part")]
         return row if row and (row.bytes_done or any(parts)) else None
 
     wait_for(underway, timeout=40, what="the big download to be underway")
@@ -577,6 +577,7 @@ def test_a_follower_killed_mid_download_loses_nothing(leader, follower, proxy_to
     follower.once(url=proxy.base, **knobs)
     row.refresh_from_db()
     assert (row.state, row.attempts) == (DownloadState.DONE, 2), follower.explain()
+    assert not list(partial.glob("follower/*/*")), "the resumed partial blob was left behind"
     assert stored_sha256(sha256) == sha256
     assert_mirrored(leader)
     assert leader_row().acked_seq == leader.feed_end()
