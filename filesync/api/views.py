@@ -1,6 +1,7 @@
 """Thin DRF views: check who is asking (filesync.access), then call selectors or services."""
 
 from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -200,6 +201,15 @@ class FileViewSet(
             LibraryLinkSerializer(file.library_links.all(), many=True).data,
             status=status.HTTP_201_CREATED,
         )
+
+    @extend_schema(request=None, responses={204: None})
+    @action(detail=True, methods=["delete"], url_path=rf"libraries/(?P<library_id>{UUID_RE})")
+    def unlink(self, request, pk=None, library_id=None):
+        """Stop using a library; a library the file does not use answers 404."""
+        file = file_for(request.user, pk, Role.EDITOR, writable=True)
+        link = get_object_or_404(file.library_links, library_id=library_id)
+        services.unlink_library(file=file, library=link.library)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class FileChildViewSet(UUIDLookup, viewsets.GenericViewSet):

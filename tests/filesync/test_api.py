@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from filesync import services
-from filesync.models import File, MediaObject, Page, Snapshot, Team
+from filesync.models import Change, ChangeKind, File, MediaObject, Page, Snapshot, Team
 from filesync.selectors import get_file
 from tests.conftest import stored_names
 
@@ -166,6 +166,19 @@ def test_link_library_checks_kind_and_access(api_for, editor, outsider, design, 
     )
     assert foreign.status_code == 404
     assert design.library_links.count() == 1
+
+
+def test_unlink_library(api_for, editor, viewer, outsider, design, library):
+    services.link_library(file=design, library=library)
+    url = f"/api/files/{design.id}/libraries/{library.id}/"
+
+    assert api_for(viewer).delete(url).status_code == 403
+    assert api_for(outsider).delete(url).status_code == 404
+    assert api_for(editor).delete(url).status_code == 204
+
+    assert not design.library_links.exists()
+    assert Change.objects.filter(file_id=design.id, kind=ChangeKind.LIBRARY_UNLINKED).exists()
+    assert api_for(editor).delete(url).status_code == 404
 
 
 def test_media_upload_and_download_round_trip(
