@@ -21,7 +21,7 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
 
-from filesync.admin import FileAdmin, ProjectAdmin
+from filesync.admin import FileAdmin, ProjectAdmin, ReadOnlyAdmin
 from filesync.models import Membership
 
 from . import services
@@ -95,7 +95,7 @@ def error_place(data: dict) -> str:
     return ", ".join(f"{key} {data[key]}" for key in ("entry", "field") if data.get(key))
 
 
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(ReadOnlyAdmin):
     """What the export and the import job admins share: the list's columns, the job page
     (admin/exports/exportjob/job.html with job.js) and its Cancel button."""
 
@@ -114,15 +114,6 @@ class JobAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return True
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def may_act(self, request, job: Job) -> bool:
         """Cancel (and retry): the job's owner, or whoever may change jobs of its kind."""

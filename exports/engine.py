@@ -28,7 +28,7 @@ from .archive import archive_entries, planned_size
 from .binfile.zipstream import EntryRecord, ZipStream
 from .errors import ExportError
 from .events import record_event
-from .leases import LeaseLost, acquire_lease, lease_until, release_lease
+from .leases import Cancelled, LeaseLost, acquire_lease, lease_until, release_lease
 from .links import download_path
 from .models import EventKind, ExportEntry, ExportJob, ExportPart, JobState
 from .partwriter import PartWriter, WrittenPart
@@ -43,10 +43,6 @@ MAX_PARTS = 9_000  # below S3's 10,000, with room for an estimate that fell shor
 
 class OutOfTime(Exception):
     """The tick's budget is spent; the checkpoint is written."""
-
-
-class Cancelled(Exception):
-    pass
 
 
 def choose_part_size(bytes_planned: int, *, s3: bool) -> int:

@@ -41,17 +41,13 @@ from .binfile.format import MANIFEST, BinfileError
 from .binfile.reader import BinfileReader, Limits
 from .engine import describe_error
 from .events import record_event
-from .leases import LeaseLost, acquire_lease, renew_lease
+from .leases import Cancelled, LeaseLost, acquire_lease, renew_lease
 from .models import EventKind, ImportJob, JobState
 from .sinks import exports_storage
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 0.25
-
-
-class Cancelled(Exception):
-    pass
 
 
 def import_limits() -> Limits:

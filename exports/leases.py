@@ -14,6 +14,10 @@ class LeaseLost(Exception):
     """Another worker holds the job now; this one must stop writing at once."""
 
 
+class Cancelled(Exception):
+    """Someone asked the job to stop; its worker noticed between two pieces of work."""
+
+
 def lease_until(now=None):
     return (now or timezone.now()) + timedelta(seconds=settings.EXPORT_LEASE_SECONDS)
 

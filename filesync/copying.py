@@ -113,18 +113,8 @@ def write_copy(*, project: Project, copy: FileCopy, relink: Relink) -> File:
         assets=copy.assets,
         data_version=DATA_VERSION,
     )
-    bulk_create_batched(
-        Page,
-        (
-            Page(
-                file=file,
-                page_id=page.id,
-                index=page.index,
-                name=page.name,
-                object_map=relink.objects(page.objects),
-            )
-            for page in copy.pages
-        ),
+    replace_pages(
+        file, (page._replace(objects=relink.objects(page.objects)) for page in copy.pages)
     )
     bulk_create_batched(
         MediaObject,
@@ -176,6 +166,19 @@ def finish_copies(copies: list[File], relations: Iterable[tuple], relink: Relink
             file=files[str(link.file_id)],
             payload={"library": str(link.library_id)},
         )
+
+
+def replace_pages(file: File, pages: Iterable[PageData]) -> None:
+    """The file's pages become these, under their own (file-local) ids, written as they
+    stream a batch at a time."""
+    file.pages.all().delete()
+    bulk_create_batched(
+        Page,
+        (
+            Page(file=file, page_id=p.id, index=p.index, name=p.name, object_map=p.objects)
+            for p in pages
+        ),
+    )
 
 
 def bulk_create_batched(model, rows: Iterable) -> None:

@@ -18,6 +18,7 @@ from .copying import (
     Relink,
     bulk_create_batched,
     finish_copies,
+    replace_pages,
     write_copy,
 )
 from .feed import record_change
@@ -322,14 +323,7 @@ def restore_snapshot(*, snapshot: Snapshot, user=None) -> File:
         file.assets = frozen.assets
         file.data_version = frozen.data_version
         file.save(update_fields=["name", "features", "assets", "data_version"])
-        file.pages.all().delete()
-        bulk_create_batched(
-            Page,
-            (
-                Page(file=file, page_id=p.id, index=p.index, name=p.name, object_map=p.objects)
-                for p in frozen.pages()
-            ),
-        )
+        replace_pages(file, frozen.pages())
         media = list(frozen.media())
         file.media.exclude(pk__in=[m.id for m in media]).delete()
         for m in media:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -244,6 +245,27 @@ def workspace(project, library, settings) -> Workspace:
         designs.append(design)
         media.append(picture)
     return Workspace(project=project, library=library, designs=designs, media=media)
+
+
+@contextmanager
+def scratch_database(prefix: str):
+    """None on the embedded default (SQLite lives in a var dir), or the URL of a PostgreSQL
+    database made for a second Ferry process and dropped afterwards."""
+    if not SERVICES:
+        yield None
+        return
+    import psycopg
+
+    server = urlparse(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/x")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = server._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def free_port() -> int:

@@ -12,6 +12,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.utils.translation import ngettext
 
+from filesync.admin import ReadOnlyAdmin
+
 from . import services
 from .models import Download, DownloadState, Leader
 from .selectors import progress
@@ -26,19 +28,6 @@ STATE_COLOURS = {
 }
 
 ERROR_SHOWN = 80
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable with the view permission; nothing added, changed or deleted by hand."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Download)

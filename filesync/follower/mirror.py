@@ -19,9 +19,10 @@ from django.utils.dateparse import parse_datetime
 
 from filesync import blobstore
 from filesync.client import SyncClient, SyncError
-from filesync.copying import bulk_create_batched
+from filesync.copying import replace_pages
 from filesync.feed import lock_feed, record_change
-from filesync.models import Blob, ChangeKind, File, FileLibrary, MediaObject, Page, Project, Team
+from filesync.models import Blob, ChangeKind, File, FileLibrary, MediaObject, Project, Team
+from filesync.selectors import PageData
 from filesync.services import store_blob
 
 from . import services
@@ -147,7 +148,9 @@ def write(fetched: Fetched, download: Download, worker: str) -> File:
             created_at=parse_datetime(attrs["created_at"]),
             modified_at=parse_datetime(attrs["modified_at"]),
         )
-        _write_pages(file, fetched.pages)
+        replace_pages(
+            file, (PageData(p["id"], p["index"], p["name"], p["objects"]) for p in fetched.pages)
+        )
         _write_media(file, fetched.media)
         _write_links(file, attrs["libraries"])
         record_change(
@@ -155,23 +158,6 @@ def write(fetched: Fetched, download: Download, worker: str) -> File:
         )
         services.finish(download, worker, fetched.revision)
     return file
-
-
-def _write_pages(file: File, pages: list[dict]) -> None:
-    file.pages.all().delete()
-    bulk_create_batched(
-        Page,
-        (
-            Page(
-                file=file,
-                page_id=page["id"],
-                index=page["index"],
-                name=page["name"],
-                object_map=page["objects"],
-            )
-            for page in pages
-        ),
-    )
 
 
 def _write_media(file: File, media: list[dict]) -> None:

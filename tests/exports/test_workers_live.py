@@ -17,7 +17,6 @@ worker killed mid-tick is replaced within one run of the scheduled maintenance t
 import hashlib
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -26,10 +25,10 @@ import time
 from collections import Counter, defaultdict
 from itertools import pairwise
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
+from tests.conftest import scratch_database
 from tests.exports.test_import import documents, read_archive_bytes
 
 SERVICES = os.environ.get("FERRY_TEST_SERVICES") == "1"
@@ -230,21 +229,8 @@ def subprocess_env(*, var_dir: str, s3_prefix: str, database_url: str | None) ->
 @pytest.fixture
 def shared_database():
     """None (SQLite in FERRY_VAR_DIR), or the URL of a PostgreSQL database made for the test."""
-    if not SERVICES:
-        yield None
-        return
-    import psycopg
-
-    server = urlparse(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/x")
-    name = f"ferry_live_{secrets.token_hex(6)}"
-    admin = server._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield server._replace(path=f"/{name}").geturl()
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("ferry_live") as url:
+        yield url
 
 
 @pytest.fixture

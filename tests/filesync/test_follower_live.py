@@ -17,7 +17,6 @@ import io
 import os
 import random
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from filesync.follower.models import Download, DownloadState, Leader
 from filesync.models import File, MediaObject
 from filesync.selectors import get_file
 from filesync.sync.selectors import file_content
-from tests.conftest import ROOT, SERVICES, free_port
+from tests.conftest import ROOT, SERVICES, free_port, scratch_database
 
 pytestmark = pytest.mark.live
 
@@ -174,21 +173,8 @@ class LeaderFerry:
 @pytest.fixture(scope="module")
 def leader_database():
     """None (SQLite in the leader's var dir), or a PostgreSQL database made for the leader."""
-    if not SERVICES:
-        yield None
-        return
-    import psycopg
-
-    server = urlparse(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/x")
-    name = f"ferry_leader_{secrets.token_hex(6)}"
-    admin = server._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield server._replace(path=f"/{name}").geturl()
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("ferry_leader") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 import os
 import time
 
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
@@ -12,6 +11,7 @@ from exports.links import download_path
 from exports.models import ExportJob, JobState, LibrariesMode
 from exports.selectors import events_after
 from exports.sinks import artifact_location, copy_artifact
+from filesync.management.lookups import row_with_id, user_named
 from filesync.models import Project, Snapshot
 
 POLL_SECONDS = 0.2
@@ -54,18 +54,13 @@ class Command(BaseCommand):
         self.stdout.write(f"{job.artifact_sha256}  {location}")
 
     def _create(self, options) -> ExportJob:
-        user = None
-        if options["user"]:
-            try:
-                user = get_user_model().objects.get(username=options["user"])
-            except get_user_model().DoesNotExist:
-                raise CommandError(f"No user named {options['user']!r}.") from None
+        user = user_named(options["user"])
         try:
             return services.create_export_job(
                 user=user,
                 file_ids=options["files"],
-                project=_get(Project, options["project"], "project"),
-                snapshot=_get(Snapshot, options["snapshot"], "snapshot"),
+                project=row_with_id(Project, options["project"], "project"),
+                snapshot=row_with_id(Snapshot, options["snapshot"], "snapshot"),
                 libraries=options["libraries"],
                 enqueue=options["queue"],
             )
@@ -116,12 +111,3 @@ def _settle(bar: tqdm, job: ExportJob) -> ExportJob:
         bar.total = job.bytes_done
     bar.update(max(0, job.bytes_done - bar.n))
     return job
-
-
-def _get(model, pk, label):
-    if pk is None:
-        return None
-    try:
-        return model.objects.get(pk=pk)
-    except (model.DoesNotExist, ValidationError, ValueError):
-        raise CommandError(f"No {label} with id {pk}.") from None

@@ -1,7 +1,6 @@
 import os
 
-from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError
 from django.http import Http404
 from tqdm import tqdm
@@ -10,6 +9,7 @@ from exports import services
 from exports.binfile.format import BinfileError
 from exports.importer import run_import
 from exports.models import ImportJob, JobState
+from filesync.management.lookups import row_with_id, user_named
 from filesync.models import Project
 
 
@@ -54,16 +54,8 @@ class Command(BaseCommand):
             self.stdout.write(f"{source} -> {copy}")
 
     def _create(self, options) -> ImportJob:
-        try:
-            project = Project.objects.get(pk=options["project"])
-        except (Project.DoesNotExist, ValidationError):
-            raise CommandError(f"No project {options['project']!r}.") from None
-        user = None
-        if options["user"]:
-            try:
-                user = get_user_model().objects.get(username=options["user"])
-            except get_user_model().DoesNotExist:
-                raise CommandError(f"No user named {options['user']!r}.") from None
+        project = row_with_id(Project, options["project"], "project")
+        user = user_named(options["user"])
         try:
             with open(options["path"], "rb") as archive:
                 return services.create_import_job(

@@ -1,8 +1,8 @@
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from filesync.demo import WorkspaceSize, build_workspace
+from filesync.management.lookups import user_named
 
 
 class Command(BaseCommand):
@@ -24,12 +24,7 @@ class Command(BaseCommand):
         for name in ("files", "pages", "objects", "media_mb", "libraries"):
             if options[name] < 0:
                 raise CommandError(f"--{name.replace('_', '-')} must not be negative.")
-        owner = None
-        if options["owner"]:
-            try:
-                owner = get_user_model().objects.get(username=options["owner"])
-            except get_user_model().DoesNotExist:
-                raise CommandError(f"No user named {options['owner']!r}.") from None
+        owner = user_named(options["owner"])
         size = WorkspaceSize(
             files=options["files"],
             pages=options["pages"],
