@@ -276,3 +276,27 @@ def test_maintenance_removes_uploads_no_import_will_read(workspace, editor, sett
     left = [n for n in stored_names("exports") if n.startswith("imports/")]
     assert left == [waiting.source_name] and orphan not in left
     assert run_import(waiting.pk, worker="w") == JobState.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    "make_path, project, message",
+    [
+        (lambda tmp: tmp / "missing.zip", "target", "Cannot read"),
+        (lambda tmp: tmp / "not-a-zip.zip", "target", "Refused"),
+        (lambda tmp: tmp / "not-a-zip.zip", "not-a-uuid", "No project with id not-a-uuid"),
+    ],
+    ids=["missing-file", "not-a-zip", "unknown-project"],
+)
+def test_import_command_refusals_write_nothing(tmp_path, team, make_path, project, message):
+    from django.core.management.base import CommandError
+
+    (tmp_path / "not-a-zip.zip").write_bytes(b"plain text, not an archive")
+    target = filesync_services.create_project(team=team, name="Restored")
+    project_id = str(target.id) if project == "target" else project
+
+    with pytest.raises(CommandError, match=message):
+        call_command("import_binfile", str(make_path(tmp_path)), project=project_id, verbosity=0)
+
+    assert not ImportJob.objects.exists()
+    assert not File.objects.filter(project=target).exists()
+    assert not [n for n in stored_names("exports") if n.startswith("imports/")]

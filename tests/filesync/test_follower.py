@@ -755,3 +755,12 @@ def test_staff_need_the_permissions(make_user, failed):
     )
     retry(client, failed)
     assert row(failed.file_id).state == DownloadState.PENDING
+
+
+def test_sync_follow_refuses_no_workers_before_touching_anything():
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--workers must be at least 1"):
+        call_command("sync_follow", leader="http://leader.test", token="t", workers=0)
+    assert not Leader.objects.exists()
