@@ -27,9 +27,21 @@ from rest_framework.test import APIClient
 
 from filesync import services
 from filesync.models import Role
+from tests.waiting import patience
 
 SERVICES = os.environ.get("FERRY_TEST_SERVICES") == "1"
 ROOT = Path(__file__).resolve().parent.parent
+#: The longest one test may run (setup and teardown included) before pytest-timeout fails
+#: it and the run goes on; a test may ask for more with @pytest.mark.timeout(seconds).
+#: Both are stretched by FERRY_TEST_PATIENCE.
+TEST_TIMEOUT = 180
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        seconds = marker.args[0] if marker and marker.args else TEST_TIMEOUT
+        item.add_marker(pytest.mark.timeout(patience(seconds)), append=False)
 
 
 @pytest.fixture(scope="session", autouse=True)
