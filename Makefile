@@ -4,19 +4,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# A free loopback port for the S3 API (moto's server) that the test session starts.
-MOTO_PORT ?= $(shell $(PYTHON) -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-
-SERVICES_ENV := \
+# make test-services: the suite against PostgreSQL, Redis and an S3 API (moto's server,
+# started by the test session on a free loopback port). The port also names this run's
+# django-q2 queue and channel-layer keys, so two runs on one machine never meet.
+FREE_PORT := import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
+SERVICES_ENV = \
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/ferry \
 	REDIS_URL=redis://127.0.0.1:6379/1 \
 	Q_BROKER=redis \
 	AWS_STORAGE_BUCKET_NAME=ferry-test \
-	AWS_S3_ENDPOINT_URL=http://127.0.0.1:$(MOTO_PORT) \
+	AWS_S3_ENDPOINT_URL=http://127.0.0.1:$$run \
 	AWS_ACCESS_KEY_ID=test-key \
 	AWS_SECRET_ACCESS_KEY=test-secret \
 	FERRY_TEST_SERVICES=1 \
-	Q_CLUSTER_NAME=ferry-test-$(MOTO_PORT)
+	Q_CLUSTER_NAME=ferry-test-$$run \
+	CHANNEL_LAYER_PREFIX=ferry-test-$$run
 
 .PHONY: run test test-services bench-upload clean
 
@@ -46,7 +48,7 @@ test: $(VENV)/.installed-dev
 	$(PY) -m pytest
 
 test-services: $(VENV)/.installed-dev
-	$(SERVICES_ENV) $(PY) -m pytest
+	run=$$($(PY) -c '$(FREE_PORT)') && $(SERVICES_ENV) $(PY) -m pytest
 
 bench-upload: $(VENV)/.installed-dev
 	$(PY) bench/upload.py --mb 200

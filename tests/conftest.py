@@ -44,6 +44,19 @@ def pytest_collection_modifyitems(items):
         item.add_marker(pytest.mark.timeout(patience(seconds)), append=False)
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory):
+    """A test database of this run's own, so that runs on one machine never meet: SQLite in
+    this run's temporary directory (a file, not memory, so that the servers and workers a
+    test starts share it), or `test_<name>_<pid>` on PostgreSQL."""
+    database = django_settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        name = str(tmp_path_factory.getbasetemp() / "test.sqlite3")
+    else:
+        name = f"test_{database['NAME']}_{os.getpid()}"
+    database.setdefault("TEST", {})["NAME"] = name
+
+
 @pytest.fixture(scope="session", autouse=True)
 def s3_server():
     """Serve the S3 API on the configured loopback endpoint for the whole session."""
@@ -67,7 +80,8 @@ def s3_server():
 
 @pytest.fixture(autouse=True)
 def isolated_storages(settings, tmp_path):
-    """Give each test its own storages: a var/ dir of its own, or a fresh prefix on S3.
+    """Give each test its own storages, upload staging and lock files: a var/ dir of its
+    own, and on S3 a fresh prefix.
 
     Laid out as settings lays out FERRY_VAR_DIR and FERRY_S3_PREFIX, so processes started
     by a test (see `live_env`) see the same storages.
@@ -83,7 +97,10 @@ def isolated_storages(settings, tmp_path):
             options["location"] = str(var_dir / os.path.basename(options["location"]))
         configured[alias] = {**conf, "OPTIONS": options}
     settings.STORAGES = configured
+    settings.VAR_DIR = var_dir  # the SQLite-mode purge lock lives here
     settings.SYNC_UPLOAD_DIR = var_dir / "uploads"
+    settings.FILE_UPLOAD_TEMP_DIR = str(var_dir / "tmp")
+    os.makedirs(settings.FILE_UPLOAD_TEMP_DIR)
     return {"FERRY_VAR_DIR": str(var_dir), "FERRY_S3_PREFIX": prefix}
 
 
