@@ -1,4 +1,5 @@
 # Ferry: `make run` for a demo on the embedded default, `make test` for the suite.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -39,10 +40,14 @@ run: $(VENV)/.installed-run
 	$(PY) manage.py create_demo_admin
 	$(PY) manage.py seed_demo --files 12 --pages 4 --objects 60 --media-mb 4 --libraries 2 --owner admin
 	@echo "Ferry: http://$(HOST):$(PORT)/admin/ and http://$(HOST):$(PORT)/api/docs/ (Ctrl-C stops all)"
-	@trap 'kill 0' INT TERM; \
-	$(PY) manage.py qcluster & \
-	$(VENV)/bin/uvicorn project.asgi:application --host $(HOST) --port $(PORT) & \
-	wait
+	@# Ctrl-C reaches every process of the terminal's group; a SIGTERM to make is passed on
+	@# to the server and the cluster (never to the cluster's own children: it stops them).
+	@# If either exits, the other is stopped too.
+	@trap 'stop=INT' INT; trap 'stop=TERM' TERM; \
+	$(PY) manage.py qcluster & cluster=$$!; \
+	$(VENV)/bin/uvicorn project.asgi:application --host $(HOST) --port $(PORT) & server=$$!; \
+	wait -n; [ "$$stop" = INT ] || kill -TERM $$cluster $$server 2>/dev/null; \
+	until wait; do :; done
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest

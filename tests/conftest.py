@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from rest_framework.test import APIClient
 
 from filesync import services
 from filesync.models import Role
-from tests.waiting import patience
+from tests.waiting import patience, stop_process, wait_for
 
 SERVICES = os.environ.get("FERRY_TEST_SERVICES") == "1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -321,41 +320,46 @@ def live_env(transactional_db, isolated_storages) -> dict:
     }
 
 
+def serve_asgi(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
+    """uvicorn serving project.asgi in a process group of its own, on a loopback socket
+    bound here and handed over (so no other process can take the port in between), and
+    its base URL once it answers. Stop it with `stop_process`."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    with listener, log.open("a") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "project.asgi:application",
+             "--fd", str(listener.fileno()), "--log-level", "warning"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            pass_fds=[listener.fileno()], start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for(
+            lambda: server.poll() is not None or _answers(base),
+            timeout=30,
+            what="uvicorn to answer",
+            explain=log.read_text,
+        )
+        assert server.poll() is None, f"uvicorn exited {server.returncode}:\n{log.read_text()}"
+    except BaseException:
+        stop_process(server)
+        raise
+    return server, base
+
+
+def _answers(base: str) -> bool:
+    try:
+        httpx.get(f"{base}/api/", timeout=patience(2))
+    except httpx.TransportError:
+        return False
+    return True
+
+
 @pytest.fixture
 def asgi_server(live_env, tmp_path):
-    """uvicorn serving project.asgi on a free loopback port, for tests about real HTTP."""
-    port = free_port()
-    log = (tmp_path / "uvicorn.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "project.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=live_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{base}/api/", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        server.kill()
-        raise AssertionError((tmp_path / "uvicorn.log").read_text())
-    yield base
-    server.terminate()
-    server.wait(timeout=10)
-    log.close()
+    """uvicorn on this test's database and storages, for tests about real HTTP."""
+    server, base = serve_asgi(live_env, tmp_path / "uvicorn.log")
+    try:
+        yield base
+    finally:
+        stop_process(server)

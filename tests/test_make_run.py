@@ -5,11 +5,12 @@ import re
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.waiting import stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_VARIABLES = {
@@ -23,24 +24,21 @@ SERVICE_VARIABLES = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.fixture
 def make_run(tmp_path):
-    port = free_port()
+    """`make run` in a process group of its own (as a terminal runs it), on a fresh var
+    dir; its whole group is ended whatever the test did."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
     env["FERRY_VAR_DIR"] = str(tmp_path / "var")
     log = tmp_path / "make-run.log"
@@ -54,13 +52,9 @@ def make_run(tmp_path):
             start_new_session=True,
         )
     try:
-        yield f"http://127.0.0.1:{port}", log
+        yield process, f"http://127.0.0.1:{port}", log
     finally:
-        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's group
-        try:
-            process.wait(timeout=30)
-        finally:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process(process)
 
 
 def server_up(base: str) -> bool:
@@ -72,7 +66,7 @@ def server_up(base: str) -> bool:
 
 @pytest.mark.live
 def test_make_run_serves_the_admin_and_the_schema(make_run):
-    base, log = make_run
+    process, base, log = make_run
     password = wait_for(
         lambda: (
             (m := re.search(r"Superuser 'admin' created, password: (\S+)", log.read_text()))
@@ -80,8 +74,15 @@ def test_make_run_serves_the_admin_and_the_schema(make_run):
         ),
         timeout=120,
         what="the demo admin's password",
+        explain=log.read_text,
     )
-    wait_for(lambda: server_up(base), timeout=60, what="the ASGI server")
+    wait_for(
+        lambda: server_up(base) or process.poll() is not None,
+        timeout=60,
+        what="the ASGI server",
+        explain=log.read_text,
+    )
+    assert process.poll() is None, log.read_text()
 
     with httpx.Client(base_url=base, follow_redirects=True, timeout=10) as browser:
         login = browser.get("/admin/login/")
@@ -103,4 +104,17 @@ def test_make_run_serves_the_admin_and_the_schema(make_run):
         assert files["count"] == 14
         schema = browser.get("/api/schema/")
         assert schema.status_code == 200 and "openapi" in schema.text
-    assert "Q Cluster" in log.read_text() and "running." in log.read_text()
+    wait_for(lambda: "running." in log.read_text(), timeout=60, what="the Q cluster")
+
+    # Ctrl-C in the terminal: SIGINT to the whole group; the server and the cluster shut
+    # down cleanly and nothing of the group is left.
+    os.killpg(process.pid, signal.SIGINT)
+    wait_for(
+        lambda: process.poll() is not None and not group_alive(process.pid),
+        timeout=30,
+        what="make run's processes to exit on Ctrl-C",
+        explain=log.read_text,
+    )
+    output = log.read_text()
+    assert "Finished server process" in output, output
+    assert re.search(r"Q Cluster \S+ has stopped", output), output

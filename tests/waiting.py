@@ -51,23 +51,19 @@ def wait_exit(process: subprocess.Popen, *, timeout: float, what: str) -> int:
 
 
 def stop_process(process: subprocess.Popen, *, grace: float = 10) -> None:
-    """End `process` (and its group, if it leads one) whatever state it is in: SIGTERM,
-    then SIGKILL after `patience(grace)` seconds. Safe on a process that already exited."""
+    """End `process` whatever state it is in, as a service manager would: SIGTERM to the
+    process itself (a qcluster stops its own children, and hangs if they are signalled
+    too), then after `patience(grace)` seconds SIGKILL to whatever is left of the group it
+    leads (started with start_new_session=True). Safe on a process that already exited."""
     if process.poll() is None:
-        _signal_group(process, 15)
+        process.terminate()
         try:
             process.wait(timeout=patience(grace))
         except subprocess.TimeoutExpired:
             pass
-    _signal_group(process, 9)
-    process.wait()
-
-
-def _signal_group(process: subprocess.Popen, signal: int) -> None:
-    """Signal the group `process` leads (started with start_new_session=True), which may
-    outlive it, else the process alone."""
     try:
-        os.killpg(process.pid, signal)
+        os.killpg(process.pid, 9)  # the group may outlive its leader
     except ProcessLookupError:  # no such group: not a group leader, or all of it is gone
         if process.poll() is None:
-            process.send_signal(signal)
+            process.kill()
+    process.wait()
