@@ -21,7 +21,7 @@ SERVICES_ENV = \
 	Q_CLUSTER_NAME=ferry-test-$$run \
 	CHANNEL_LAYER_PREFIX=ferry-test-$$run
 
-.PHONY: run test test-services bench-upload clean
+.PHONY: run test test-services lint bench-upload clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ test: $(VENV)/.installed-dev
 
 test-services: $(VENV)/.installed-dev
 	run=$$($(PY) -c '$(FREE_PORT)') && $(SERVICES_ENV) $(PY) -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench-upload: $(VENV)/.installed-dev
 	$(PY) bench/upload.py --mb 200
