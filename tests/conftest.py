@@ -316,6 +316,9 @@ def live_env(transactional_db, isolated_storages) -> dict:
         **os.environ,
         "DATABASE_URL": url,
         "DJANGO_SECRET_KEY": django_settings.SECRET_KEY,
+        # A queue of this test's own: a task another test left on a shared broker (Redis)
+        # never reaches the workers this test starts.
+        "Q_CLUSTER_NAME": f"{django_settings.Q_CLUSTER['name']}-{uuid.uuid4().hex[:8]}",
         **isolated_storages,
     }
 
