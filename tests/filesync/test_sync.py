@@ -13,7 +13,7 @@ from filesync import services
 from filesync.models import Blob, Change, ContentLock
 from tests.downloads import download
 from tests.snapshot import store_state
-from tests.waiting import patience
+from tests.waiting import patience, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -242,30 +242,46 @@ def test_the_feed_shows_only_the_teams_of_the_reader(api_for, outsider, design):
     assert Change.objects.count() == 1
 
 
-def test_long_poll_answers_when_a_change_arrives(asgi_server, editor, design):
-    """Asked to wait the longest the server allows, the poll answers with a change made
-    while it waits, not at its deadline: the deadline is the hang's bound, 30 s away from
-    a change made as soon as the request is on its way."""
-    token = Token.objects.get_or_create(user=editor)[0].key
+def test_long_poll_answers_when_a_change_arrives(api_for, editor, design, settings, monkeypatch):
+    """A poll that found nothing waits; a change made then ends the wait with that change.
+
+    The change is made once the poll has read the feed and found nothing (its read is
+    watched), and the poll may wait longer than the test would: an answer can only come
+    from the change, never from the deadline, and nothing here depends on timing."""
+    from filesync.sync import views
+
+    bound = patience(120)
+    settings.SYNC_MAX_WAIT_SECONDS = bound
+    found_nothing = threading.Event()
+    read_feed = views.changes_for
+
+    def watched(*args, **kwargs):
+        found = list(read_feed(*args, **kwargs))
+        if not found:
+            found_nothing.set()
+        return found
+
+    monkeypatch.setattr(views, "changes_for", watched)
+    client = api_for(editor)
     since = Change.objects.latest("seq").seq
     answers = {}
-
-    def poll():
-        started = time.monotonic()
-        answers["body"] = httpx.get(
-            f"{asgi_server}/api/sync/changes?since={since}&wait=30",
-            headers={"Authorization": f"Token {token}"},
-            timeout=patience(60),
-        ).json()
-        answers["waited"] = time.monotonic() - started
-
-    waiting = threading.Thread(target=poll)
-    waiting.start()
+    poll = threading.Thread(
+        target=lambda: answers.update(
+            response=client.get(f"/api/sync/changes?since={since}&wait={bound}")
+        ),
+        daemon=True,  # on failure it ends at the bound, after the test
+    )
+    poll.start()
+    wait_for(found_nothing.is_set, timeout=60, what="the poll to find nothing and wait")
+    assert "response" not in answers, "an empty feed answered before its wait"
     services.add_page(file=design, name="late")
-    waiting.join(patience(60))
-    assert not waiting.is_alive()
-    assert [c["kind"] for c in answers["body"]["changes"]] == ["page.added"]
-    assert answers["waited"] < 30, "answered at the deadline, not when the change came"
+    poll.join(patience(60))
+    assert not poll.is_alive(), "the change did not end the wait"
+    response = answers["response"]
+    assert response.status_code == 200
+    changes = response.json()["changes"]
+    assert [(c["kind"], c["file"]) for c in changes] == [("page.added", str(design.id))]
+    assert response.json()["next"] == changes[0]["seq"] > since
 
 
 def test_the_wait_is_capped_not_refused_nor_honoured(api_for, editor, design, settings):
