@@ -18,17 +18,35 @@ def results(response):
     return response.json()["results"]
 
 
-def test_requests_without_credentials_are_refused(api_for, design):
-    response = api_for(None).get("/api/files/")
-    assert response.status_code == 401
+def anonymous_writes(design) -> list[tuple[str, str, dict]]:
+    """One write of each kind, to the files API and to the sync protocol."""
+    data = b"bytes nobody may store"
+    sha = hashlib.sha256(data).hexdigest()
+    tus = {"HTTP_TUS_RESUMABLE": "1.0.0", "HTTP_UPLOAD_LENGTH": "3", "format": "json"}
+    return [
+        ("post", "/api/files/", {"data": {"project": str(design.project_id)}, "format": "json"}),
+        ("post", f"/api/files/{design.id}/pages/", {"data": {"name": "p"}, "format": "json"}),
+        ("delete", f"/api/files/{design.id}/", {}),
+        ("put", f"/api/sync/blobs/{sha}", {"data": data, "content_type": "application/x"}),
+        ("post", "/api/sync/uploads/", tus),
+        ("post", "/api/sync/replicas", {"data": {"name": "laptop"}, "format": "json"}),
+        ("post", "/api/teams/", {"data": {"name": "Mine"}, "format": "json"}),
+    ]
 
 
-def test_a_bad_token_is_refused(design):
+@pytest.mark.parametrize("token", [None, "not-a-real-key"], ids=["no-credentials", "bad-token"])
+def test_requests_without_valid_credentials_are_401_and_write_nothing(design, token):
     from rest_framework.test import APIClient
 
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION="Token not-a-real-key")
+    if token:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.get("/api/files/").status_code == 401
+    before = store_state()
+    for method, url, extra in anonymous_writes(design):
+        response = getattr(client, method)(url, **extra)
+        assert response.status_code == 401, (method, url, response.status_code)
+    assert store_state() == before
 
 
 def test_team_members_see_files_and_outsiders_get_404(api_for, viewer, outsider, design, library):
