@@ -5,7 +5,7 @@ import pytest
 from exports import services
 from exports.links import download_path
 from exports.models import ExportJob, JobState
-from tests.downloads import download
+from tests.downloads import download, served_by_s3
 from tests.exports.conftest import artifact_bytes, run_to_end
 from tests.snapshot import store_state
 
@@ -98,7 +98,7 @@ def test_download_streams_the_artifact_with_ranges(api_for, editor, finished):
     assert detail["artifact"]["sha256"] == finished.artifact_sha256
     link = detail["links"]["download"]
     whole = download(client, link)
-    assert whole.status == 200
+    assert whole.status == 200 and whole.redirected == served_by_s3()
     assert whole.headers["content-length"] == str(finished.artifact_size)
     assert whole.headers["content-disposition"].startswith('attachment; filename="ferry-Website-')
     assert hashlib.sha256(whole.body).hexdigest() == finished.artifact_sha256

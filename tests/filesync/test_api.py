@@ -7,7 +7,7 @@ import pytest
 from filesync import services
 from filesync.models import Change, ChangeKind, Snapshot, Team
 from filesync.selectors import get_file
-from tests.downloads import download
+from tests.downloads import download, served_by_s3
 from tests.snapshot import store_state
 
 pytestmark = pytest.mark.django_db
@@ -229,6 +229,7 @@ def test_media_upload_and_download_round_trip(api_for, editor, viewer, design, p
     client, url = api_for(viewer), f"/api/files/{design.id}/media/{body['id']}/download/"
     whole = download(client, url)
     assert whole.status == 200 and whole.body == png_bytes
+    assert whole.redirected == served_by_s3()
     assert whole.headers["content-disposition"].startswith("attachment")
     part = download(client, url, HTTP_RANGE="bytes=100-1099")
     assert part.status == 206 and part.body == png_bytes[100:1100]

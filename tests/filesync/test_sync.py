@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 
 from filesync import services
 from filesync.models import Blob, Change, ContentLock
-from tests.downloads import download
+from tests.downloads import download, served_by_s3
 from tests.snapshot import store_state
 from tests.waiting import patience, wait_for
 
@@ -110,6 +110,7 @@ def test_get_serves_ranges_etags_and_head(api_for, viewer, media, png_bytes):
     assert client.get(url, HTTP_IF_NONE_MATCH=f'"{media.blob_id}"').status_code == 304
     whole = download(client, url)
     assert whole.status == 200 and whole.body == png_bytes
+    assert whole.redirected == served_by_s3()
     pieces = []
     for first in range(0, len(png_bytes), 1000):
         last = min(first + 999, len(png_bytes) - 1)
