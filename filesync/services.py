@@ -190,7 +190,13 @@ def add_media(
     height: int | None = None,
     media_id: UUID | None = None,
 ) -> MediaObject:
-    """Store the bytes and attach them to the file. `media_id` keeps a known id (mirrors)."""
+    """Store the bytes and attach them to the file. `media_id` keeps a known id (mirrors).
+
+    A file in the trash or gone is refused (File.DoesNotExist) before the bytes are
+    stored, so a refusal leaves no blob behind; a file deleted between that check and
+    the attaching write leaves an unused blob, which the purge removes after its grace.
+    """
+    get_file(file.pk)
     blob = store_blob(stream=stream, content_type=content_type)
     return add_pending_media(
         file=file,

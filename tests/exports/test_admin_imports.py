@@ -18,6 +18,8 @@ from filesync.models import File
 from tests.conftest import stored_names
 from tests.exports.conftest import artifact_bytes, run_to_end
 from tests.exports.test_admin import client_for, csrf_client, is_hidden, messages_of, staff
+from tests.exports.test_import import THE_JOBS_OWN
+from tests.snapshot import store_state
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the part writer checkpoints on a thread
 
@@ -46,10 +48,6 @@ def zip_of(entries: dict[str, bytes]) -> bytes:
 
 def uploaded_archives() -> list[str]:
     return [name for name in stored_names("exports") if name.startswith("imports/")]
-
-
-def nothing_imported() -> bool:
-    return not ImportJob.objects.exists() and not uploaded_archives()
 
 
 @pytest.fixture
@@ -118,9 +116,11 @@ def test_outsiders_get_404_viewers_403_non_staff_the_login(make_user, viewer, ed
 
 
 def test_a_viewer_cannot_import_by_posting_either(viewer, target, archive):
-    response = client_for(staff(viewer)).post(import_page(target), {"archive": upload(archive)})
+    client = client_for(staff(viewer))
+    before = store_state()
+    response = client.post(import_page(target), {"archive": upload(archive)})
     assert response.status_code == 403
-    assert nothing_imported()
+    assert store_state() == before
 
 
 @pytest.mark.parametrize(
@@ -141,7 +141,9 @@ def test_a_refused_upload_shows_why_and_imports_nothing(
     editor, target, entries, code, entry, field
 ):
     data = zip_of(entries) if entries else b"not a zip at all"
-    response = client_for(staff(editor)).post(import_page(target), {"archive": upload(data)})
+    client = client_for(staff(editor))
+    before = store_state()
+    response = client.post(import_page(target), {"archive": upload(data)})
     assert response.status_code == 200
     html = response.content.decode()
     assert f'<strong id="import-refusal-code">{code}</strong>' in html
@@ -151,18 +153,22 @@ def test_a_refused_upload_shows_why_and_imports_nothing(
     if field:
         assert f"field <code>{field}</code>" in html
     assert 'id="import-form"' in html  # the form again, to pick another file
-    assert nothing_imported()
+    assert store_state() == before
 
 
 def test_no_file_is_a_form_error(editor, target):
-    response = client_for(staff(editor)).post(import_page(target), {})
+    client = client_for(staff(editor))
+    before = store_state()
+    response = client.post(import_page(target), {})
     assert response.status_code == 200 and "This field is required." in response.content.decode()
-    assert nothing_imported()
+    assert store_state() == before
 
 
 def test_a_good_upload_queues_the_job_and_opens_its_page(editor, target, archive):
     client, token = csrf_client(staff(editor))
+    before = store_state()
     assert client.post(import_page(target), {"archive": upload(archive)}).status_code == 403
+    assert store_state() == before
 
     response = client.post(
         import_page(target), {"archive": upload(archive), "csrfmiddlewaretoken": token}
@@ -224,11 +230,13 @@ def test_the_page_of_a_finished_import_has_progress_events_and_the_new_files(
 def test_the_page_of_a_failed_import_names_the_entry_and_field(admin_client, editor, target):
     manifest = {"type": TYPE, "format_version": 1, "files": [], "relations": []}
     data = zip_of({"manifest.json": json.dumps(manifest), "digest.json": '{"entries": {}}'})
+    before = store_state(ignore=THE_JOBS_OWN)
     # The directory and the manifest's header pass; the job judges the rest.
     job = services.create_import_job(
         user=editor, project=target, upload=io.BytesIO(data), enqueue=False
     )
     assert run_import(job.pk, worker="test-worker") == JobState.FAILED
+    assert store_state(ignore=THE_JOBS_OWN) == before  # its upload went with it
     job.refresh_from_db()
     error = ImportEvent.objects.get(job=job, kind="error").data
     assert (error["code"], error["entry"], error["field"]) == (
@@ -284,11 +292,11 @@ def test_the_list_shows_state_progress_project_and_who_asked(admin_client, impor
 
 def test_staff_outside_the_team_see_no_import(make_user, queued):
     client = client_for(staff(make_user("stan")))
+    before = store_state()
     assert list(client.get(IMPORTS).context["cl"].result_list) == []
     assert client.get(job_page(queued)).status_code == 404
     assert client.post(f"{IMPORTS}{queued.pk}/cancel/").status_code == 404
-    queued.refresh_from_db()
-    assert queued.state == JobState.QUEUED
+    assert store_state() == before
 
 
 # --- Cancel ---------------------------------------------------------------------------------
@@ -298,10 +306,10 @@ def test_cancel_needs_post_and_csrf_then_cancels(editor, queued):
     client, token = csrf_client(staff(editor))
     url = f"{IMPORTS}{queued.pk}/cancel/"
 
+    before = store_state()
     assert client.get(url).status_code == 405
     assert client.post(url).status_code == 403
-    queued.refresh_from_db()
-    assert queued.state == JobState.QUEUED
+    assert store_state() == before
 
     response = client.post(url, {"csrfmiddlewaretoken": token})
     assert response.status_code == 302 and response["Location"] == job_page(queued)
@@ -312,14 +320,16 @@ def test_cancel_needs_post_and_csrf_then_cancels(editor, queued):
     assert 'export-badge--cancelled">cancelled<' in page.content.decode()
     assert not uploaded_archives()  # the upload went with the job
 
+    before = store_state()
     again = client.post(url, {"csrfmiddlewaretoken": token}, follow=True)
     assert any("only a queued or running job can be cancelled" in m for m in messages_of(again))
+    assert store_state() == before
 
 
 def test_a_teammate_sees_the_import_but_may_not_cancel_it(viewer, queued):
     client = client_for(staff(viewer))
     html = client.get(job_page(queued)).content.decode()
     assert 'data-may-act="0"' in html and is_hidden(html, "job-cancel")
+    before = store_state()
     assert client.post(f"{IMPORTS}{queued.pk}/cancel/").status_code == 403
-    queued.refresh_from_db()
-    assert queued.state == JobState.QUEUED
+    assert store_state() == before

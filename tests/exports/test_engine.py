@@ -8,12 +8,30 @@ from exports import services
 from exports.engine import run_tick
 from exports.leases import acquire_lease
 from exports.models import ExportEntry, ExportJob, ExportPart, JobEvent, JobState
+from exports.sinks import artifact_name, exports_storage, uses_s3
 from filesync import services as filesync_services
 from filesync.models import Blob
-from tests.conftest import stored_names
 from tests.exports.conftest import artifact_bytes, read_archive, run_to_end
+from tests.snapshot import store_state
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+#: What a job that fails or is cancelled legitimately writes: its own row (state, error)
+#: and its events, checked apart from the rest, which must be as before it ran.
+THE_JOBS_OWN = ("exports.ExportJob", "exports.JobEvent")
+
+
+def unfinished_uploads() -> list[str]:
+    """S3 multipart uploads begun under this test's prefix and never completed or aborted:
+    bytes S3 keeps (and bills) that no storage listing shows. None exist on the filesystem,
+    whose partial files are names in the exports storage."""
+    if not uses_s3():
+        return []
+    storage = exports_storage()
+    listed = storage.connection.meta.client.list_multipart_uploads(
+        Bucket=storage.bucket_name, Prefix=storage._normalize_name("")
+    )
+    return sorted(upload["Key"] for upload in listed.get("Uploads", []))
 
 
 def export(**kwargs) -> ExportJob:
@@ -131,27 +149,31 @@ def test_a_file_soft_deleted_during_its_export_still_exports(workspace):
 def test_a_file_edited_during_its_export_fails_the_job_cleanly(workspace):
     job = export(project=workspace.project)
     filesync_services.add_page(file=workspace.designs[1], name="late edit")
+    before = store_state(ignore=THE_JOBS_OWN)
     job = run_to_end(job)
     assert job.state == JobState.FAILED
     assert job.error_code == "file_changed"
     assert "Export it again" in job.error_message
     assert JobEvent.objects.filter(job=job).last().kind == "error"
     assert not job.artifact_name
-    assert stored_names("exports") == []
+    assert store_state(ignore=THE_JOBS_OWN) == before
+    assert unfinished_uploads() == []
 
 
 def test_a_blob_missing_from_storage_fails_with_its_code(workspace):
     from filesync.blobstore import delete_blob
 
     delete_blob(workspace.media[1].blob_id)
-    job = run_to_end(export(project=workspace.project))
+    job = export(project=workspace.project)
+    before = store_state(ignore=THE_JOBS_OWN)
+    job = run_to_end(job)
     assert job.state == JobState.FAILED
     assert job.error_code == "blob_missing"
     assert workspace.media[1].blob_id in job.error_message
     error = JobEvent.objects.filter(job=job).last()
     assert error.kind == "error" and error.data["code"] == "blob_missing"
-    assert stored_names("exports") == []
-    assert not ExportPart.objects.exists()
+    assert store_state(ignore=THE_JOBS_OWN) == before
+    assert unfinished_uploads() == []
 
 
 def test_cancel_of_a_queued_job_is_immediate(workspace):
@@ -163,7 +185,10 @@ def test_cancel_of_a_queued_job_is_immediate(workspace):
 
 def test_cancel_of_a_running_job_stops_it_between_entries(workspace):
     job = export(project=workspace.project)
+    before = store_state(ignore=THE_JOBS_OWN)
     assert run_tick(job.pk, worker="w", tick_seconds=0) == "running"
+    if uses_s3():  # the upload the cancel must abort
+        assert unfinished_uploads() == [exports_storage()._normalize_name(artifact_name(job.pk))]
     ExportJob.objects.filter(pk=job.pk).update(
         worker="w2", lease_expires_at=timezone.now() + timezone.timedelta(minutes=1)
     )
@@ -172,9 +197,12 @@ def test_cancel_of_a_running_job_stops_it_between_entries(workspace):
     ExportJob.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())
     job = run_to_end(job)
     assert job.state == JobState.CANCELLED
-    assert stored_names("exports") == []
+    assert store_state(ignore=THE_JOBS_OWN) == before
+    assert unfinished_uploads() == []
+    ended = store_state()
     with pytest.raises(Exception, match="only a queued or running job"):
         services.request_cancel(job=job)
+    assert store_state() == ended
 
 
 def test_merge_mode_copies_used_library_assets_and_makes_references_local(workspace):
@@ -245,17 +273,19 @@ def test_a_snapshot_exports_the_file_as_it_was(workspace):
 def test_bad_requests_create_no_job(workspace, kwargs, message):
     from django.core.exceptions import ValidationError
 
+    before = store_state()
     with pytest.raises(ValidationError, match=message):
         export(**kwargs)
-    assert not ExportJob.objects.exists()
+    assert store_state() == before
 
 
 def test_outsiders_cannot_export_files_they_cannot_see(workspace, outsider):
     from django.http import Http404
 
+    before = store_state()
     with pytest.raises(Http404):
         services.create_export_job(user=outsider, project=workspace.project, enqueue=False)
-    assert not ExportJob.objects.exists()
+    assert store_state() == before
 
 
 def test_blobs_shared_by_files_are_written_once(workspace):
@@ -293,7 +323,10 @@ def test_a_blob_corrupted_in_storage_fails_the_export(workspace):
 
     sha = workspace.media[0].blob_id
     write_blob(sha, __import__("io").BytesIO(b"\x89PNG not the same bytes"))
-    job = run_to_end(export(project=workspace.project))
+    job = export(project=workspace.project)
+    before = store_state(ignore=THE_JOBS_OWN)
+    job = run_to_end(job)
     assert job.state == JobState.FAILED
     assert job.error_code == "blob_corrupt" and sha in job.error_message
-    assert stored_names("exports") == []
+    assert store_state(ignore=THE_JOBS_OWN) == before
+    assert unfinished_uploads() == []

@@ -12,11 +12,16 @@ from exports.binfile.reader import BinfileReader
 from exports.importer import run_import
 from exports.models import ImportEvent, ImportJob, JobState
 from filesync import services as filesync_services
-from filesync.models import Blob, File, FileLibrary, MediaObject, Page
+from filesync.models import File, FileLibrary, MediaObject, Page
 from tests.conftest import stored_names
 from tests.exports.conftest import artifact_bytes, run_to_end
+from tests.snapshot import store_state
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+#: What a failed import legitimately writes: its own row (state, error) and its events,
+#: checked apart from the rest, which must not change.
+THE_JOBS_OWN = ("exports.ImportJob", "exports.ImportEvent")
 
 #: What a re-export may change about a file document: when and at which revision.
 VOLATILE = {"created_at", "modified_at", "revision"}
@@ -149,8 +154,7 @@ def test_the_job_tells_its_story_and_drops_the_uploaded_archive(workspace, edito
 
 def test_a_broken_archive_fails_the_job_and_writes_nothing(workspace, editor):
     archive = bytearray(export_bytes(user=editor, project=workspace.project))
-    files, pages, blobs = File.objects.count(), Page.objects.count(), Blob.objects.count()
-    blob_files = stored_names("blobs")
+    before = store_state(ignore=THE_JOBS_OWN)
     reader, _ = read_archive_bytes(bytes(archive))
     page_name = next(n for n in reader.names() if "/pages/" in n)
     info = reader.zip.getinfo(page_name)
@@ -164,22 +168,19 @@ def test_a_broken_archive_fails_the_job_and_writes_nothing(workspace, editor):
     assert job.error_code in ("digest_mismatch", "corrupt")
     error = ImportEvent.objects.get(job=job, kind="error").data
     assert error["entry"] == page_name
-    assert (File.objects.count(), Page.objects.count(), Blob.objects.count()) == (
-        files,
-        pages,
-        blobs,
-    )
-    assert stored_names("blobs") == blob_files
+    assert list(ImportJob.objects.values_list("pk", flat=True)) == [job.pk]
+    assert store_state(ignore=THE_JOBS_OWN) == before
 
 
 def test_viewers_and_outsiders_cannot_import(workspace, editor, viewer, outsider, api_for):
     archive = export_bytes(user=editor, project=workspace.project)
     url = "/api/imports/"
     body = lambda: {"project": str(workspace.project.id), "file": io.BytesIO(archive)}  # noqa: E731
-    assert api_for(viewer).post(url, body(), format="multipart").status_code == 403
-    assert api_for(outsider).post(url, body(), format="multipart").status_code == 404
-    assert api_for(None).post(url, body(), format="multipart").status_code == 401
-    assert not ImportJob.objects.exists()
+    clients = [(api_for(viewer), 403), (api_for(outsider), 404), (api_for(None), 401)]
+    before = store_state()
+    for client, status in clients:
+        assert client.post(url, body(), format="multipart").status_code == status
+    assert store_state() == before
 
 
 def test_post_an_archive_then_follow_it(workspace, editor, outsider, api_for, team):
@@ -211,8 +212,11 @@ def test_a_blob_from_a_resumable_upload_can_be_imported(workspace, editor, outsi
         stream=io.BytesIO(archive), content_type="application/zip", user=editor
     )
     body = {"project": str(workspace.project.id), "blob": blob.sha256}
+    stranger = api_for(outsider)
+    before = store_state()
 
-    assert api_for(outsider).post("/api/imports/", body, format="json").status_code == 404
+    assert stranger.post("/api/imports/", body, format="json").status_code == 404
+    assert store_state() == before
     response = api_for(editor).post("/api/imports/", body, format="json")
 
     assert response.status_code == 202, response.content
@@ -220,15 +224,38 @@ def test_a_blob_from_a_resumable_upload_can_be_imported(workspace, editor, outsi
 
 
 def test_a_non_zip_upload_answers_400_and_stores_nothing(workspace, editor, api_for):
-    response = api_for(editor).post(
+    client = api_for(editor)
+    before = store_state()
+    response = client.post(
         "/api/imports/",
         {"project": str(workspace.project.id), "file": io.BytesIO(b"not a zip at all")},
         format="multipart",
     )
     assert response.status_code == 400
     assert response.json()["code"] == "not_zip"
-    assert not ImportJob.objects.exists()
-    assert not [n for n in stored_names("exports") if n.startswith("imports/")]
+    assert store_state() == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"project": "not-a-uuid", "blob": "a" * 64},
+        {"project": "{project}"},
+        {"project": "{project}", "blob": "not-a-sha"},
+        {"project": "{project}", "blob": "a" * 64},
+    ],
+    ids=["nothing", "bad-project", "no-archive", "bad-blob", "unknown-blob"],
+)
+def test_an_import_request_without_a_usable_archive_or_project_writes_nothing(
+    workspace, editor, api_for, body
+):
+    client = api_for(editor)
+    payload = {k: v.format(project=workspace.project.id) for k, v in body.items()}
+    before = store_state()
+    response = client.post("/api/imports/", payload, format="json")
+    assert response.status_code in (400, 404), response.content
+    assert store_state() == before
 
 
 def test_cancel_a_queued_import(workspace, editor, api_for):
@@ -236,10 +263,13 @@ def test_cancel_a_queued_import(workspace, editor, api_for):
     job = services.create_import_job(
         user=editor, project=workspace.project, upload=io.BytesIO(archive), enqueue=False
     )
-    response = api_for(editor).delete(f"/api/imports/{job.id}/")
+    client = api_for(editor)
+    response = client.delete(f"/api/imports/{job.id}/")
     assert response.status_code == 202 and response.json()["state"] == "cancelled"
+    before = store_state()
     assert run_import(job.pk, worker="late") == "busy"
-    assert api_for(editor).delete(f"/api/imports/{job.id}/").status_code == 409
+    assert client.delete(f"/api/imports/{job.id}/").status_code == 409
+    assert store_state() == before
 
 
 def test_import_command(workspace, editor, tmp_path, team):
@@ -293,10 +323,9 @@ def test_import_command_refusals_write_nothing(tmp_path, team, make_path, projec
     (tmp_path / "not-a-zip.zip").write_bytes(b"plain text, not an archive")
     target = filesync_services.create_project(team=team, name="Restored")
     project_id = str(target.id) if project == "target" else project
+    before = store_state()
 
     with pytest.raises(CommandError, match=message):
         call_command("import_binfile", str(make_path(tmp_path)), project=project_id, verbosity=0)
 
-    assert not ImportJob.objects.exists()
-    assert not File.objects.filter(project=target).exists()
-    assert not [n for n in stored_names("exports") if n.startswith("imports/")]
+    assert store_state() == before

@@ -22,9 +22,10 @@ from exports.binfile import format as binfile
 from exports.models import ImportEvent, ImportJob, JobState
 from filesync import blobstore
 from filesync import services as filesync_services
-from filesync.models import DATA_VERSION, Blob, File, FileLibrary, MediaObject, Page
+from filesync.models import DATA_VERSION, Blob, File, FileLibrary, MediaObject
 from tests.conftest import stored_names
-from tests.exports.test_import import export_bytes, import_bytes
+from tests.exports.test_import import THE_JOBS_OWN, export_bytes, import_bytes
+from tests.snapshot import store_state
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -338,17 +339,6 @@ FAILED = [
 ]
 
 
-def snapshot() -> dict:
-    """What an import could have left behind: rows, stored blobs, stored uploads."""
-    return {
-        "rows": {
-            m.__name__: m.objects.count() for m in (File, Page, MediaObject, Blob, FileLibrary)
-        },
-        "blobs": stored_names("blobs"),
-        "imports": [n for n in stored_names("exports") if n.startswith("imports/")],
-    }
-
-
 @pytest.fixture
 def original(workspace, editor) -> bytes:
     """The workspace exported, then its media and blobs gone from this server, so that an
@@ -376,9 +366,10 @@ def test_a_hostile_directory_or_manifest_is_refused_at_upload(
     data = archive.build()
     if archive.cut:
         data = data[: len(data) // 2]
-    before = snapshot()
+    client = api_for(editor)
+    before = store_state()
 
-    response = api_for(editor).post(
+    response = client.post(
         "/api/imports/", {"project": str(target.id), "file": io.BytesIO(data)}, format="multipart"
     )
 
@@ -386,8 +377,7 @@ def test_a_hostile_directory_or_manifest_is_refused_at_upload(
     body = response.json()
     assert (body["code"], body["entry"], body["field"]) == (code, entry, field)
     assert body["detail"]
-    assert not ImportJob.objects.exists()
-    assert snapshot() == before
+    assert store_state() == before
 
 
 @pytest.mark.parametrize("edit, code", FAILED)
@@ -395,30 +385,31 @@ def test_hostile_content_fails_the_job_and_writes_nothing(original, target, edit
     archive = Rewrite(original)
     entry, field = edit(archive)
     data = archive.build()
-    before = snapshot()
+    before = store_state(ignore=THE_JOBS_OWN)
 
     job = import_bytes(data, project=target, user=editor)
 
     assert job.state == JobState.FAILED
     assert job.error_code == code, job.error_message
+    assert entry in job.error_message
+    assert list(ImportJob.objects.values_list("pk", flat=True)) == [job.pk]
+    kinds = list(ImportEvent.objects.filter(job=job).values_list("kind", flat=True))
+    assert kinds[0] == "queued" and kinds[-1] == "error" and kinds.count("error") == 1
     error = ImportEvent.objects.get(job=job, kind="error").data
     assert (error["code"], error["entry"], error["field"]) == (code, entry, field)
-    assert entry in job.error_message
-    assert not File.objects.filter(project=target).exists()
-    assert snapshot() == before
+    assert store_state(ignore=THE_JOBS_OWN) == before
 
 
 def test_the_rewritten_export_imports_when_nothing_is_changed(original, target, editor):
     """The rewriting alone (zipfile, other times, other compression) breaks nothing: the
     cases above fail for the one thing each changes."""
-    before = snapshot()
+    blobs = stored_names("blobs")
 
     job = import_bytes(Rewrite(original).build(), project=target, user=editor)
 
     assert job.state == JobState.SUCCEEDED, job.error_message
-    after = snapshot()
-    assert after["rows"]["File"] > before["rows"]["File"]
-    assert len(after["blobs"]) > len(before["blobs"])
+    assert File.objects.filter(project=target).count() == len(job.files) > 0
+    assert set(blobs) < set(stored_names("blobs"))
 
 
 def test_a_relation_to_a_file_that_is_no_library_is_dropped(original, target, editor, workspace):

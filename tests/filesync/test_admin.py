@@ -9,6 +9,7 @@ from django.test import Client
 
 from filesync import services
 from filesync.models import File, FileLibrary, Project, Role, Snapshot
+from tests.snapshot import store_state
 
 pytestmark = pytest.mark.django_db
 
@@ -64,10 +65,12 @@ def test_superuser_logs_in_through_the_form_with_csrf_enforced(admin_user):
     form = client.get("/admin/login/")
     assert form.status_code == 200
     token = client.cookies["csrftoken"].value
+    before = store_state()
 
     refused = client.post("/admin/login/", {"username": "root", "password": "pw-root"})
     assert refused.status_code == 403
     assert client.get("/admin/").status_code == 302  # still anonymous
+    assert store_state() == before
 
     response = client.post(
         "/admin/login/?next=/admin/",
@@ -84,6 +87,7 @@ def test_superuser_logs_in_through_the_form_with_csrf_enforced(admin_user):
 def test_wrong_password_does_not_log_in(admin_user):
     client = Client(enforce_csrf_checks=True)
     client.get("/admin/login/")
+    before = store_state()
     response = client.post(
         "/admin/login/",
         {
@@ -95,18 +99,19 @@ def test_wrong_password_does_not_log_in(admin_user):
     assert response.status_code == 200  # the form again, with an error
     assert response.context["form"].errors
     assert client.get("/admin/").status_code == 302
+    assert store_state() == before
 
 
 def test_action_post_without_csrf_token_is_refused_and_changes_nothing(admin_user, design):
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin_user)
     client.get(FILES)  # sets the csrftoken cookie, which is not enough on its own
+    before = store_state()
 
     response = run_action(client, FILES, "soft_delete", design, follow=False)
 
     assert response.status_code == 403
-    design.refresh_from_db()
-    assert design.deleted_at is None and design.purge_after is None
+    assert store_state() == before
 
 
 def test_action_post_with_csrf_token_is_accepted(admin_user, design):
@@ -316,11 +321,13 @@ def test_staff_are_sent_away_from_files_outside_their_teams(staff_editor, foreig
 def test_staff_actions_cannot_touch_files_outside_their_teams(staff_editor, foreign_file):
     client = Client()
     client.force_login(staff_editor)
+    before = store_state()
 
     run_action(client, FILES, "soft_delete", foreign_file)
+    run_action(client, FILES, "snapshot", foreign_file)
+    run_action(client, FILES, "duplicate", foreign_file)
 
-    foreign_file.refresh_from_db()
-    assert foreign_file.deleted_at is None
+    assert store_state() == before
 
 
 def test_staff_cannot_move_a_file_into_another_teams_project(staff_editor, design, foreign_file):
@@ -336,13 +343,13 @@ def test_staff_cannot_move_a_file_into_another_teams_project(staff_editor, desig
             **_empty_inline_management(client.get(url)),
         }
     )
+    before = store_state()
 
     response = client.post(url, data)
 
     assert response.status_code == 200  # the form again, with an error
     assert "project" in response.context["adminform"].form.errors
-    design.refresh_from_db()
-    assert design.project.team_id != foreign_file.project.team_id
+    assert store_state() == before
 
 
 def _empty_inline_management(response) -> dict:
@@ -407,11 +414,12 @@ def test_staff_cannot_link_a_library_of_another_team(staff_editor, design, other
     data = {name: form[name].value() for name in ("name", "features", "assets")}
     data.update({"project": str(design.project_id), **_empty_inline_management(page)})
     data.update({"library_links-TOTAL_FORMS": "1", "library_links-0-library": foreign_library.pk})
+    before = store_state()
 
     response = client.post(url, data)
 
     assert response.status_code == 200  # the form again, with an error
-    assert not FileLibrary.objects.filter(file=design).exists()
+    assert store_state() == before
     # A library of their own team links fine through the same form.
     own = services.create_file(project=design.project, name="Our library", is_library=True)
     data["library_links-0-library"] = own.pk
@@ -444,10 +452,10 @@ def test_staff_with_only_the_viewer_role_cannot_change_files(staff_editor, viewe
     client = Client()
     client.force_login(viewer)
     assert client.get(FILES).status_code == 200
+    before = store_state()
     response = run_action(client, FILES, "soft_delete", design, follow=False)
     assert response.status_code == 403
-    design.refresh_from_db()
-    assert design.deleted_at is None
+    assert store_state() == before
 
 
 @pytest.mark.parametrize(
@@ -474,11 +482,12 @@ def test_staff_see_only_their_teams_snapshots_pages_and_media(
 def test_staff_cannot_restore_another_teams_snapshot(staff_editor, foreign_file):
     services.add_page(file=foreign_file, name="kept")
     snapshot = services.create_snapshot(file=foreign_file)
-    before = File.objects.get(pk=foreign_file.pk).revision
     client = Client()
     client.force_login(staff_editor)
+    before = store_state()
     run_action(client, "/admin/filesync/snapshot/", "restore", snapshot)
-    assert File.objects.get(pk=foreign_file.pk).revision == before
+    run_action(client, "/admin/filesync/snapshot/", "restore_as_new_file", snapshot)
+    assert store_state() == before
 
 
 def test_blobs_are_for_superusers_only(staff_editor, media):

@@ -2,13 +2,13 @@ import hashlib
 import io
 import uuid
 
-import httpx
 import pytest
 
 from filesync import services
-from filesync.models import Change, ChangeKind, File, MediaObject, Page, Snapshot, Team
+from filesync.models import Change, ChangeKind, Snapshot, Team
 from filesync.selectors import get_file
-from tests.conftest import stored_names
+from tests.downloads import download, served_by_s3
+from tests.snapshot import store_state
 
 pytestmark = pytest.mark.django_db
 
@@ -18,17 +18,35 @@ def results(response):
     return response.json()["results"]
 
 
-def test_requests_without_credentials_are_refused(api_for, design):
-    response = api_for(None).get("/api/files/")
-    assert response.status_code == 401
+def anonymous_writes(design) -> list[tuple[str, str, dict]]:
+    """One write of each kind, to the files API and to the sync protocol."""
+    data = b"bytes nobody may store"
+    sha = hashlib.sha256(data).hexdigest()
+    tus = {"HTTP_TUS_RESUMABLE": "1.0.0", "HTTP_UPLOAD_LENGTH": "3", "format": "json"}
+    return [
+        ("post", "/api/files/", {"data": {"project": str(design.project_id)}, "format": "json"}),
+        ("post", f"/api/files/{design.id}/pages/", {"data": {"name": "p"}, "format": "json"}),
+        ("delete", f"/api/files/{design.id}/", {}),
+        ("put", f"/api/sync/blobs/{sha}", {"data": data, "content_type": "application/x"}),
+        ("post", "/api/sync/uploads/", tus),
+        ("post", "/api/sync/replicas", {"data": {"name": "laptop"}, "format": "json"}),
+        ("post", "/api/teams/", {"data": {"name": "Mine"}, "format": "json"}),
+    ]
 
 
-def test_a_bad_token_is_refused(design):
+@pytest.mark.parametrize("token", [None, "not-a-real-key"], ids=["no-credentials", "bad-token"])
+def test_requests_without_valid_credentials_are_401_and_write_nothing(design, token):
     from rest_framework.test import APIClient
 
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION="Token not-a-real-key")
+    if token:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.get("/api/files/").status_code == 401
+    before = store_state()
+    for method, url, extra in anonymous_writes(design):
+        response = getattr(client, method)(url, **extra)
+        assert response.status_code == 401, (method, url, response.status_code)
+    assert store_state() == before
 
 
 def test_team_members_see_files_and_outsiders_get_404(api_for, viewer, outsider, design, library):
@@ -82,18 +100,23 @@ def test_editor_creates_a_file_and_a_page(api_for, editor, project):
 
 def test_viewer_may_read_but_not_write(api_for, viewer, project, design):
     client = api_for(viewer)
+    before = store_state()
     response = client.post("/api/files/", {"project": str(project.id), "name": "x"}, format="json")
     assert response.status_code == 403
     assert client.delete(f"/api/files/{design.id}/").status_code == 403
-    assert File.objects.count() == 1 and not File.objects.get().is_deleted
+    assert client.patch(f"/api/files/{design.id}/", {"name": "y"}, format="json").status_code == 403
+    assert client.post(f"/api/files/{design.id}/pages/", {"name": "p"}).status_code == 403
+    assert store_state() == before
 
 
 def test_creating_in_someone_elses_project_is_404_and_writes_nothing(api_for, outsider, project):
-    response = api_for(outsider).post(
+    client = api_for(outsider)
+    before = store_state()
+    response = client.post(
         "/api/files/", {"project": str(project.id), "name": "intruder"}, format="json"
     )
     assert response.status_code == 404
-    assert not File.objects.exists()
+    assert store_state() == before
 
 
 @pytest.mark.parametrize(
@@ -111,21 +134,25 @@ def test_bad_file_input_answers_400_with_field_errors(api_for, editor, project, 
     payload = {"project": str(project.id), "name": "x", **body}
     if "project" not in body and field == "project":
         payload.pop("project")
-    response = api_for(editor).post("/api/files/", payload, format="json")
+    client = api_for(editor)
+    before = store_state()
+    response = client.post("/api/files/", payload, format="json")
     assert response.status_code == 400
     assert field in response.json()
-    assert not File.objects.exists()
+    assert store_state() == before
 
 
 def test_malformed_page_objects_answer_400_and_write_nothing(api_for, editor, design):
-    response = api_for(editor).post(
+    client = api_for(editor)
+    before = store_state()
+    response = client.post(
         f"/api/files/{design.id}/pages/",
         {"name": "p", "objects": {"x": {"type": "rect", "fill_color_ref": "red"}}},
         format="json",
     )
     assert response.status_code == 400
     assert "fill_color_ref" in response.json()["objects"][0]
-    assert not Page.objects.exists()
+    assert store_state() == before
 
 
 def test_rename_then_soft_delete_then_restore(api_for, editor, design):
@@ -137,8 +164,10 @@ def test_rename_then_soft_delete_then_restore(api_for, editor, design):
     trash = results(client.get("/api/files/?deleted=true"))
     assert [f["id"] for f in trash] == [str(design.id)]
     assert trash[0]["purge_after"] is not None
+    before = store_state()
     blocked = client.post(f"/api/files/{design.id}/pages/", {"name": "p"}, format="json")
     assert blocked.status_code == 409
+    assert store_state() == before
     restored = client.post(f"/api/files/{design.id}/restore/")
     assert restored.status_code == 200 and restored.json()["deleted_at"] is None
     assert [f["id"] for f in results(client.get("/api/files/"))] == [str(design.id)]
@@ -152,38 +181,43 @@ def test_link_library_checks_kind_and_access(api_for, editor, outsider, design, 
     assert response.status_code == 201, response.content
     assert [link["library"] for link in response.json()] == [str(library.id)]
 
+    foreign_team = services.create_team(name="Other", owner=outsider)
+    foreign_project = services.create_project(team=foreign_team, name="P")
+    foreign_lib = services.create_file(project=foreign_project, name="L", is_library=True)
+    before = store_state()
     not_a_library = client.post(
         f"/api/files/{library.id}/libraries/", {"library": str(design.id)}, format="json"
     )
     assert not_a_library.status_code == 400
     assert "library" in not_a_library.json()
-
-    foreign_team = services.create_team(name="Other", owner=outsider)
-    foreign_project = services.create_project(team=foreign_team, name="P")
-    foreign_lib = services.create_file(project=foreign_project, name="L", is_library=True)
     foreign = client.post(
         f"/api/files/{design.id}/libraries/", {"library": str(foreign_lib.id)}, format="json"
     )
     assert foreign.status_code == 404
-    assert design.library_links.count() == 1
+    assert store_state() == before
 
 
 def test_unlink_library(api_for, editor, viewer, outsider, design, library):
     services.link_library(file=design, library=library)
     url = f"/api/files/{design.id}/libraries/{library.id}/"
+    clients = {user: api_for(user) for user in (viewer, outsider, editor)}
 
-    assert api_for(viewer).delete(url).status_code == 403
-    assert api_for(outsider).delete(url).status_code == 404
-    assert api_for(editor).delete(url).status_code == 204
+    before = store_state()
+    assert clients[viewer].delete(url).status_code == 403
+    assert clients[outsider].delete(url).status_code == 404
+    assert store_state() == before
+    assert clients[editor].delete(url).status_code == 204
 
     assert not design.library_links.exists()
     assert Change.objects.filter(file_id=design.id, kind=ChangeKind.LIBRARY_UNLINKED).exists()
-    assert api_for(editor).delete(url).status_code == 404
+    before = store_state()
+    assert clients[editor].delete(url).status_code == 404
+    assert store_state() == before
 
 
-def test_media_upload_and_download_round_trip(
-    api_for, editor, viewer, design, png_bytes, live_server
-):
+def test_media_upload_and_download_round_trip(api_for, editor, viewer, design, png_bytes):
+    """On either storage: the filesystem serves the bytes and ranges itself, S3's presigned
+    URL does; both as an attachment."""
     upload = api_for(editor).post(
         f"/api/files/{design.id}/media/",
         {"upload": io.BytesIO(png_bytes), "width": 10, "height": 12},
@@ -192,25 +226,34 @@ def test_media_upload_and_download_round_trip(
     assert upload.status_code == 201, upload.content
     body = upload.json()
     assert body["blob"]["sha256"] == hashlib.sha256(png_bytes).hexdigest()
-    download = api_for(viewer).get(f"/api/files/{design.id}/media/{body['id']}/download/")
-    if download.status_code == 302:
-        fetched = httpx.get(download["Location"])
-        assert fetched.status_code == 200
-        assert fetched.content == png_bytes
-    else:
-        assert download.status_code == 200
-        assert b"".join(download.streaming_content) == png_bytes
-        assert download["Content-Disposition"].startswith("attachment")
+    client, url = api_for(viewer), f"/api/files/{design.id}/media/{body['id']}/download/"
+    whole = download(client, url)
+    assert whole.status == 200 and whole.body == png_bytes
+    assert whole.redirected == served_by_s3()
+    assert whole.headers["content-disposition"].startswith("attachment")
+    part = download(client, url, HTTP_RANGE="bytes=100-1099")
+    assert part.status == 206 and part.body == png_bytes[100:1100]
+    assert part.headers["content-range"] == f"bytes 100-1099/{len(png_bytes)}"
+    assert download(client, url, HTTP_RANGE=f"bytes={len(png_bytes)}-").status == 416
 
 
 def test_media_upload_without_a_file_is_400_and_stores_nothing(api_for, editor, design):
-    response = api_for(editor).post(
-        f"/api/files/{design.id}/media/", {"name": "x"}, format="multipart"
-    )
+    client = api_for(editor)
+    before = store_state()
+    response = client.post(f"/api/files/{design.id}/media/", {"name": "x"}, format="multipart")
     assert response.status_code == 400
     assert "upload" in response.json()
-    assert not MediaObject.objects.exists()
-    assert stored_names("blobs") == []
+    assert store_state() == before
+
+
+def test_media_upload_by_a_viewer_is_403_and_stores_nothing(api_for, viewer, design, png_bytes):
+    client = api_for(viewer)
+    before = store_state()
+    response = client.post(
+        f"/api/files/{design.id}/media/", {"upload": io.BytesIO(png_bytes)}, format="multipart"
+    )
+    assert response.status_code == 403
+    assert store_state() == before
 
 
 def test_snapshots_create_list_and_restore(api_for, editor, viewer, design):
@@ -219,14 +262,14 @@ def test_snapshots_create_list_and_restore(api_for, editor, viewer, design):
     created = client.post(f"/api/files/{design.id}/snapshots/", {"label": "v1"}, format="json")
     assert created.status_code == 201, created.content
     services.add_page(file=design, name="Extra")
-    listed = results(api_for(viewer).get(f"/api/files/{design.id}/snapshots/"))
+    reader = api_for(viewer)
+    listed = results(reader.get(f"/api/files/{design.id}/snapshots/"))
     assert [s["label"] for s in listed] == ["v1"]
-    assert (
-        api_for(viewer)
-        .post(f"/api/files/{design.id}/snapshots/{listed[0]['id']}/restore/")
-        .status_code
-        == 403
-    )
+    before = store_state()
+    restore = f"/api/files/{design.id}/snapshots/{listed[0]['id']}/restore/"
+    assert reader.post(restore).status_code == 403
+    assert reader.post(f"/api/files/{design.id}/snapshots/", {"label": "v2"}).status_code == 403
+    assert store_state() == before
     restored = client.post(f"/api/files/{design.id}/snapshots/{listed[0]['id']}/restore/")
     assert restored.status_code == 200
     assert [p.name for p in design.pages.all()] == ["Home"]
@@ -237,8 +280,11 @@ def test_snapshots_create_list_and_restore(api_for, editor, viewer, design):
 
 def test_restoring_another_files_snapshot_is_404(api_for, editor, design, library):
     snapshot = services.create_snapshot(file=library)
-    response = api_for(editor).post(f"/api/files/{design.id}/snapshots/{snapshot.id}/restore/")
+    client = api_for(editor)
+    before = store_state()
+    response = client.post(f"/api/files/{design.id}/snapshots/{snapshot.id}/restore/")
     assert response.status_code == 404
+    assert store_state() == before
 
 
 def test_lists_are_paginated(api_for, viewer, project):

@@ -22,6 +22,7 @@ from filesync.models import (
     Snapshot,
 )
 from filesync.selectors import get_file
+from tests.snapshot import store_state
 
 pytestmark = pytest.mark.django_db
 
@@ -246,7 +247,7 @@ def test_pending_media_refuses_and_writes_nothing(rich_design, project):
     services.add_pending_media(
         file=rich_design, name="later.png", sha256="ab" * 32, content_type="image/png"
     )
-    counts = (File.objects.count(), Project.objects.count(), Change.objects.count())
+    before = store_state()
 
     with pytest.raises(ValidationError) as refused:
         services.duplicate_file(file=rich_design)
@@ -254,14 +255,15 @@ def test_pending_media_refuses_and_writes_nothing(rich_design, project):
     with pytest.raises(ValidationError):
         services.duplicate_project(project=project)
 
-    assert (File.objects.count(), Project.objects.count(), Change.objects.count()) == counts
+    assert store_state() == before
 
 
 def test_a_file_in_the_trash_is_not_copied(design):
     services.soft_delete_file(file=design)
+    before = store_state()
     with pytest.raises(ValidationError):
         services.duplicate_file(file=design)
-    assert File.objects.count() == 1
+    assert store_state() == before
 
 
 def test_the_feed_records_the_copies(rich_design, library, editor):
@@ -337,14 +339,10 @@ def test_restore_over_the_file_names_an_unlabelled_snapshot_by_id(design):
 def test_restore_over_a_file_with_pending_media_refuses(design):
     snapshot = services.create_snapshot(file=design)
     services.add_pending_media(file=design, name="x", sha256="cd" * 32, content_type="image/png")
-    design.refresh_from_db()
-    revision = design.revision
+    before = store_state()
     with pytest.raises(ValidationError):
         services.restore_snapshot(snapshot=snapshot)
-    design.refresh_from_db()
-    assert design.revision == revision
-    assert Snapshot.objects.count() == 1
-    assert design.media.count() == 1
+    assert store_state() == before
 
 
 # --- HTTP API -------------------------------------------------------------------------------
@@ -367,7 +365,7 @@ def test_api_duplicates_into_a_project_the_user_edits(
 ):
     theirs = services.create_project(team=other_team, name="Theirs")
     client = api_for(editor)
-    count = File.objects.count()
+    before = store_state()
 
     assert (
         client.post(
@@ -387,14 +385,16 @@ def test_api_duplicates_into_a_project_the_user_edits(
         ).status_code
         == 400
     )
+    assert store_state() == before
     services.set_membership(team=other_team, user=editor, role=Role.VIEWER)
+    before = store_state()
     assert (
         client.post(
             f"/api/files/{design.id}/duplicate/", {"project": str(theirs.id)}, format="json"
         ).status_code
         == 403
     )
-    assert File.objects.count() == count
+    assert store_state() == before
 
     services.set_membership(team=other_team, user=editor, role=Role.EDITOR)
     response = client.post(
@@ -408,7 +408,9 @@ def test_a_viewer_may_copy_a_file_into_a_project_they_edit(api_for, viewer, desi
     mine = services.create_team(name="Mine", owner=viewer)
     target = services.create_project(team=mine, name="Scratch")
     client = api_for(viewer)
+    before = store_state()
     assert client.post(f"/api/files/{design.id}/duplicate/").status_code == 403
+    assert store_state() == before
     response = client.post(
         f"/api/files/{design.id}/duplicate/", {"project": str(target.id)}, format="json"
     )
@@ -419,8 +421,8 @@ def test_api_refuses_viewers_and_hides_from_outsiders(
     api_for, owner, viewer, outsider, rich_design, project
 ):
     snapshot = services.create_snapshot(file=rich_design)
-    counts = (File.objects.count(), Project.objects.count(), Snapshot.objects.count())
-    changes = Change.objects.count()
+    clients = {user: api_for(user) for user in (owner, viewer, outsider)}
+    before = store_state()
     calls = [
         (f"/api/files/{rich_design.id}/duplicate/", {}),
         (f"/api/projects/{project.id}/duplicate/", {}),
@@ -429,30 +431,34 @@ def test_api_refuses_viewers_and_hides_from_outsiders(
     ]
     for user, status in ((viewer, 403), (outsider, 404)):
         for url, body in calls:
-            assert api_for(user).post(url, body, format="json").status_code == status, url
+            assert clients[user].post(url, body, format="json").status_code == status, url
     for url in (
         f"/api/files/{uuid.uuid4()}/duplicate/",
         f"/api/projects/{uuid.uuid4()}/duplicate/",
         f"/api/files/{rich_design.id}/snapshots/{uuid.uuid4()}/restore/",
     ):
-        assert api_for(owner).post(url).status_code == 404
-    assert (File.objects.count(), Project.objects.count(), Snapshot.objects.count()) == counts
-    assert Change.objects.count() == changes
+        assert clients[owner].post(url).status_code == 404
+    assert store_state() == before
 
 
 def test_api_duplicating_a_file_in_the_trash_is_409(api_for, editor, design):
     services.soft_delete_file(file=design)
-    response = api_for(editor).post(f"/api/files/{design.id}/duplicate/")
+    client = api_for(editor)
+    before = store_state()
+    response = client.post(f"/api/files/{design.id}/duplicate/")
     assert response.status_code == 409
-    assert File.objects.count() == 1
+    assert store_state() == before
 
 
 def test_api_duplicating_with_pending_media_is_400(api_for, editor, design):
     services.add_pending_media(file=design, name="x", sha256="ef" * 32, content_type="image/png")
-    response = api_for(editor).post(f"/api/files/{design.id}/duplicate/")
+    client = api_for(editor)
+    before = store_state()
+    response = client.post(f"/api/files/{design.id}/duplicate/")
     assert response.status_code == 400
     assert "media" in response.json()
-    assert File.objects.count() == 1
+    assert client.post(f"/api/projects/{design.project_id}/duplicate/").status_code == 400
+    assert store_state() == before
 
 
 def test_api_duplicates_a_project(api_for, editor, project, rich_design, library):
@@ -501,8 +507,11 @@ def test_api_restore_into_a_file_in_the_trash_is_409(api_for, editor, design):
     snapshot = services.create_snapshot(file=design)
     services.soft_delete_file(file=design)
     url = f"/api/files/{design.id}/snapshots/{snapshot.id}/restore/"
-    assert api_for(editor).post(url, {"as_new_file": True}, format="json").status_code == 409
-    assert File.objects.count() == 1
+    client = api_for(editor)
+    before = store_state()
+    assert client.post(url, {"as_new_file": True}, format="json").status_code == 409
+    assert client.post(url, {"as_new_file": False}, format="json").status_code == 409
+    assert store_state() == before
 
 
 def test_schema_lists_the_new_endpoints(client):
@@ -560,9 +569,10 @@ def test_admin_duplicates_files(staff, rich_design, library):
 
 def test_admin_duplicate_reports_pending_media(staff, design):
     services.add_pending_media(file=design, name="x", sha256="12" * 32, content_type="image/png")
+    before = store_state()
     response = run_action(staff, "/admin/filesync/file/", "duplicate", design)
     assert any("still uploading" in m for m in messages_of(response))
-    assert File.objects.count() == 1
+    assert store_state() == before
 
 
 def test_admin_duplicates_projects(staff, project, rich_design):
@@ -602,7 +612,7 @@ def test_admin_restore_over_the_file_keeps_a_snapshot_of_what_it_replaced(staff,
 def test_admin_copy_actions_need_the_editor_role(staff, editor, team, project, design):
     services.set_membership(team=team, user=editor, role=Role.VIEWER)
     snapshot = services.create_snapshot(file=design)
-    counts = (File.objects.count(), Project.objects.count(), Snapshot.objects.count())
+    before = store_state()
     for url, action, obj in (
         ("/admin/filesync/file/", "duplicate", design),
         ("/admin/filesync/project/", "duplicate", project),
@@ -610,13 +620,14 @@ def test_admin_copy_actions_need_the_editor_role(staff, editor, team, project, d
         ("/admin/filesync/snapshot/", "restore", snapshot),
     ):
         assert run_action(staff, url, action, obj, follow=False).status_code == 403, action
-    assert (File.objects.count(), Project.objects.count(), Snapshot.objects.count()) == counts
+    assert store_state() == before
 
 
 def test_admin_copy_actions_do_not_reach_other_teams(staff, foreign_library):
     snapshot = services.create_snapshot(file=foreign_library)
+    before = store_state()
     run_action(staff, "/admin/filesync/file/", "duplicate", foreign_library)
     run_action(staff, "/admin/filesync/project/", "duplicate", foreign_library.project)
     run_action(staff, "/admin/filesync/snapshot/", "restore_as_new_file", snapshot)
-    assert File.objects.count() == 1
-    assert Project.objects.count() == 1
+    run_action(staff, "/admin/filesync/snapshot/", "restore", snapshot)
+    assert store_state() == before

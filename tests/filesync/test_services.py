@@ -10,6 +10,7 @@ from filesync.blobstore import open_blob
 from filesync.models import Blob, File, FileLibrary, MediaObject, Page, Snapshot
 from filesync.selectors import get_file
 from tests.conftest import stored_names
+from tests.snapshot import store_state
 
 pytestmark = pytest.mark.django_db
 
@@ -42,6 +43,7 @@ def test_add_page_appends_in_order_and_bumps_revision(design):
 
 
 def test_add_page_refuses_malformed_objects_and_writes_nothing(design):
+    before = store_state()
     with pytest.raises(ValidationError) as refused:
         services.add_page(
             file=design,
@@ -51,9 +53,7 @@ def test_add_page_refuses_malformed_objects_and_writes_nothing(design):
     messages = refused.value.message_dict["objects"]
     assert any("object a: type must be one of" in m for m in messages)
     assert any("object b: image must be a media UUID" in m for m in messages)
-    assert not Page.objects.exists()
-    design.refresh_from_db()
-    assert design.revision == 1
+    assert store_state() == before
 
 
 @pytest.mark.parametrize(
@@ -61,10 +61,21 @@ def test_add_page_refuses_malformed_objects_and_writes_nothing(design):
     [({"features": ["warp-drive"]}, "features"), ({"assets": {"fonts": {}}}, "assets")],
 )
 def test_create_file_refuses_unknown_features_and_assets(project, kwargs, field):
+    before = store_state()
     with pytest.raises(ValidationError) as refused:
         services.create_file(project=project, name="x", **kwargs)
     assert field in refused.value.message_dict
-    assert not File.objects.exists()
+    assert store_state() == before
+
+
+def test_media_for_a_file_in_the_trash_is_refused_before_its_bytes_are_stored(design, png_bytes):
+    services.soft_delete_file(file=design)
+    before = store_state()
+    with pytest.raises(File.DoesNotExist):
+        services.add_media(
+            file=design, name="late.png", stream=io.BytesIO(png_bytes), content_type="image/png"
+        )
+    assert store_state() == before
 
 
 def test_store_blob_hashes_while_streaming_and_deduplicates():
@@ -96,11 +107,12 @@ def test_add_media_keeps_the_bytes_and_revision(design, png_bytes):
 
 def test_library_links_must_point_at_a_library_and_not_at_itself(design, library, project):
     other = services.create_file(project=project, name="Not a library")
+    before = store_state()
     with pytest.raises(ValidationError, match="Only a file marked as a library"):
         services.link_library(file=design, library=other)
     with pytest.raises(ValidationError, match="cannot use itself"):
         services.link_library(file=library, library=library)
-    assert not FileLibrary.objects.exists()
+    assert store_state() == before
     services.link_library(file=design, library=library)
     services.link_library(file=design, library=library)
     assert get_file(design.id).library_ids() == [library.id]
@@ -120,8 +132,10 @@ def test_database_refuses_purge_after_without_deletion(design):
 def test_media_blob_cannot_be_deleted_while_referenced(media):
     from django.db.models import ProtectedError
 
+    before = store_state()
     with pytest.raises(ProtectedError):
         media.blob.delete()
+    assert store_state() == before
 
 
 def test_soft_delete_hides_the_file_until_restored(design, settings):

@@ -3,15 +3,17 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
+import threading
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from filesync.models import Blob, Upload
-from tests.conftest import ROOT, stored_names
+from filesync.sync import uploads
+from tests.conftest import ROOT
+from tests.snapshot import store_state
+from tests.waiting import patience, stop_process, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TUS = {"HTTP_TUS_RESUMABLE": "1.0.0"}
@@ -41,11 +43,6 @@ def patch(client, location: str, offset: int, chunk: bytes, **headers):
         **TUS,
         **headers,
     )
-
-
-def staged_files() -> list[str]:
-    directory = settings.SYNC_UPLOAD_DIR
-    return sorted(os.listdir(directory)) if directory.exists() else []
 
 
 def test_options_advertise_the_protocol(api_for, editor):
@@ -95,21 +92,49 @@ def test_wrong_offset_is_409_and_bad_chunk_checksum_460_discarded(api_for, edito
     client = api_for(editor)
     data = os.urandom(1000)
     location = create(client, data)["Location"]
+    before = store_state()
     assert patch(client, location, 10, data[:100]).status_code == 409
     wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
     refused = patch(client, location, 0, data[:100], HTTP_UPLOAD_CHECKSUM=f"sha256 {wrong}")
     assert refused.status_code == 460
+    assert store_state() == before
     assert client.head(location, **TUS)["Upload-Offset"] == "0"
     assert patch(client, location, 0, data[:100]).status_code == 204
+
+
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({"content_type": "application/octet-stream"}, 415),
+        ({"HTTP_UPLOAD_OFFSET": ""}, 400),
+        ({"HTTP_UPLOAD_OFFSET": "-1"}, 400),
+        ({"HTTP_TUS_RESUMABLE": "0.2.2"}, 412),
+        ({"HTTP_UPLOAD_CHECKSUM": "md5 AAAA"}, 400),
+        ({"HTTP_UPLOAD_CHECKSUM": "sha1 !!!"}, 400),
+    ],
+)
+def test_bad_patches_are_refused_and_write_nothing(api_for, editor, headers, status):
+    client = api_for(editor)
+    data = os.urandom(100)
+    location = create(client, data)["Location"]
+    request = {
+        "content_type": "application/offset+octet-stream",
+        "HTTP_UPLOAD_OFFSET": "0",
+        **TUS,
+        **headers,
+    }
+    before = store_state()
+    assert client.generic("PATCH", location, data, **request).status_code == status
+    assert store_state() == before
 
 
 def test_a_complete_upload_that_hashes_wrong_is_422_and_leaves_nothing(api_for, editor):
     client = api_for(editor)
     data = os.urandom(1000)
+    before = store_state()
     location = create(client, data, sha=hashlib.sha256(b"promised").hexdigest())["Location"]
     assert patch(client, location, 0, data).status_code == 422
-    assert not Blob.objects.exists() and not Upload.objects.exists()
-    assert stored_names("blobs") == [] and staged_files() == []
+    assert store_state() == before
 
 
 @pytest.mark.parametrize(
@@ -117,41 +142,103 @@ def test_a_complete_upload_that_hashes_wrong_is_422_and_leaves_nothing(api_for, 
     [
         ({"HTTP_TUS_RESUMABLE": "0.2.2"}, 412),
         ({"HTTP_UPLOAD_LENGTH": "abc"}, 400),
+        ({"HTTP_UPLOAD_LENGTH": ""}, 400),
         ({"HTTP_UPLOAD_METADATA": "filename " + base64.b64encode(b"x").decode()}, 400),
         ({"HTTP_UPLOAD_METADATA": "sha256 !!!notbase64"}, 400),
+        ({"HTTP_UPLOAD_METADATA": f"sha256 {b64('A' * 64)}"}, 400),
     ],
 )
 def test_bad_creations_are_refused(api_for, editor, headers, status):
-    response = create(api_for(editor), b"abc", **headers)
+    client = api_for(editor)
+    before = store_state()
+    response = create(client, b"abc", **headers)
     assert response.status_code == status
-    assert not Upload.objects.exists()
+    assert store_state() == before
 
 
 def test_oversize_uploads_and_bodies_are_413(api_for, editor, settings):
     client = api_for(editor)
     settings.SYNC_MAX_BLOB_BYTES = 100
+    before = store_state()
     assert create(client, b"x" * 101).status_code == 413
+    assert store_state() == before
     settings.SYNC_MAX_BLOB_BYTES = 10_000
     location = create(client, b"y" * 50)["Location"]
+    before = store_state()
     assert patch(client, location, 0, b"y" * 60).status_code == 413
+    assert store_state() == before
     assert client.head(location, **TUS)["Upload-Offset"] == "0"
-    assert not Blob.objects.exists()
 
 
 def test_uploads_are_their_owners_and_can_be_terminated_or_expire(api_for, editor, viewer):
     data = os.urandom(100)
-    location = create(api_for(editor), data)["Location"]
-    assert api_for(viewer).head(location, **TUS).status_code == 404
-    assert patch(api_for(viewer), location, 0, data).status_code == 404
-    assert api_for(editor).delete(location, **TUS).status_code == 204
-    assert not Upload.objects.exists() and staged_files() == []
+    owner, other = api_for(editor), api_for(viewer)
+    empty = store_state()
+    location = create(owner, data)["Location"]
+    before = store_state()
+    assert other.head(location, **TUS).status_code == 404
+    assert patch(other, location, 0, data).status_code == 404
+    assert other.delete(location, **TUS).status_code == 404
+    assert store_state() == before
+    assert owner.delete(location, **TUS).status_code == 204
+    assert store_state() == empty
 
-    location = create(api_for(editor), data)["Location"]
+    location = create(owner, data)["Location"]
     Upload.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
-    assert patch(api_for(editor), location, 0, data).status_code == 410
-    from filesync.sync.uploads import reap_expired
+    before = store_state()
+    assert patch(owner, location, 0, data).status_code == 410
+    assert owner.head(location, **TUS).status_code == 410
+    assert store_state() == before
+    assert uploads.reap_expired() == 1
+    assert store_state() == empty
 
-    assert reap_expired() == 1 and staged_files() == []
+
+class PausedWrite:
+    """Holds a PATCH inside its write, after it claimed the upload: the running hash's first
+    update (made while the claim is held) signals `writing` and waits for `resume`."""
+
+    def __init__(self, monkeypatch):
+        self.writing, self.resume = threading.Event(), threading.Event()
+        real = uploads.ResumableSha256
+        pause = self
+
+        class Pausing(real):
+            def update(self, data: bytes) -> None:
+                pause.writing.set()
+                assert pause.resume.wait(patience(60)), "the test never resumed the write"
+                super().update(data)
+
+        monkeypatch.setattr(uploads, "ResumableSha256", Pausing)
+
+
+def test_a_patch_while_another_is_writing_the_upload_is_423(api_for, editor, monkeypatch):
+    """tus 1.0 (concurrency): one PATCH at a time per upload; the other gets 423 Locked and
+    changes nothing, and the first one ends as if alone."""
+    client = api_for(editor)
+    data = os.urandom(3000)
+    location = create(client, data)["Location"]
+    paused = PausedWrite(monkeypatch)
+    answers, writer = {}, api_for(editor)
+    first = threading.Thread(
+        target=lambda: answers.update(first=patch(writer, location, 0, data[:1000]))
+    )
+    first.start()
+    try:
+        wait_for(paused.writing.is_set, timeout=60, what="the first PATCH to start writing")
+        before = store_state()
+        for offset in (0, 1000):
+            locked = patch(client, location, offset, data[offset : offset + 1000])
+            assert locked.status_code == 423, locked.content
+        assert store_state() == before
+    finally:
+        paused.resume.set()
+        first.join(patience(60))
+    assert not first.is_alive()
+    assert answers["first"].status_code == 204
+    assert answers["first"]["Upload-Offset"] == "1000"
+    monkeypatch.undo()
+    assert patch(client, location, 1000, data[1000:]).status_code == 204
+    assert Blob.objects.get().sha256 == hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.live
@@ -176,16 +263,28 @@ def test_a_tus_client_killed_half_way_resumes_to_the_right_blob(asgi_server, edi
         "u.set_url(u.create_url()); print(u.url, flush=True)\n"
         "u.upload()\n"
     )
-    child = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT
-    )
-    url = child.stdout.readline().strip()
-    upload_id = url.rsplit("/", 1)[-1]
-    deadline = time.monotonic() + 30
-    while Upload.objects.get(pk=upload_id).offset < size // 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child.kill()
-    child.wait()
+    printed = tmp_path / "child.out"
+    with printed.open("w") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-c", script], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+    try:
+        url = wait_for(
+            lambda: printed.read_text().endswith("\n") and printed.read_text().split()[0],
+            timeout=60,
+            what="the tus client to create its upload",
+            explain=printed.read_text,
+        )
+        upload_id = url.rsplit("/", 1)[-1]
+        wait_for(
+            lambda: Upload.objects.get(pk=upload_id).offset >= size // 3,
+            timeout=120,
+            what="a third of the upload",
+            explain=printed.read_text,
+        )
+        child.kill()
+    finally:
+        stop_process(child)
     offset_at_kill = Upload.objects.get(pk=upload_id).offset
     assert 0 < offset_at_kill < size, "kill the client half-way, not before or after"
     assert not Blob.objects.exists()
@@ -204,6 +303,8 @@ def test_a_tus_client_killed_half_way_resumes_to_the_right_blob(asgi_server, edi
             [
                 "curl",
                 "-sf",
+                "--max-time",
+                str(patience(60)),
                 "--range",
                 f"{first}-{min(first + step, size) - 1}",
                 "-H",
@@ -213,6 +314,7 @@ def test_a_tus_client_killed_half_way_resumes_to_the_right_blob(asgi_server, edi
             ],
             capture_output=True,
             check=True,
+            timeout=patience(90),
         )
         pieces.append(fetched.stdout)
     assert hashlib.sha256(b"".join(pieces)).hexdigest() == digest
