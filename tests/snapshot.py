@@ -6,7 +6,8 @@ name in every storage, every file in the upload staging and temporary directorie
     assert store_state() == before
 
 `ignore` leaves out tables that legitimately change on an error (a job's own row and its
-events, say), by model label ("exports.ExportJob").
+events, say), by model label ("exports.ExportJob"). Make API clients (`api_for` creates a
+token row) and log in (a session row) before taking `before`.
 """
 
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from django.apps import apps
 from django.conf import settings
+from django.core.files.storage import storages
 
 from tests.conftest import stored_names
 
@@ -30,6 +32,7 @@ def store_state(*, ignore: tuple[str, ...] = ()) -> dict:
     return {
         "tables": tables,
         "storages": {alias: stored_names(alias) for alias in WRITTEN_STORAGES},
+        "unfinished_uploads": {alias: unfinished_uploads(alias) for alias in WRITTEN_STORAGES},
         "directories": {
             name: _files(Path(directory))
             for name, directory in (
@@ -38,6 +41,19 @@ def store_state(*, ignore: tuple[str, ...] = ()) -> dict:
             )
         },
     }
+
+
+def unfinished_uploads(alias: str) -> list[str]:
+    """S3 multipart uploads begun under the storage's prefix and never completed or aborted:
+    bytes S3 keeps (and bills) that no listing shows. None on the filesystem, whose partial
+    files are names in the storage."""
+    storage = storages[alias]
+    if not hasattr(storage, "bucket_name"):
+        return []
+    listed = storage.connection.meta.client.list_multipart_uploads(
+        Bucket=storage.bucket_name, Prefix=storage._normalize_name("")
+    )
+    return sorted(upload["Key"] for upload in listed.get("Uploads", []))
 
 
 def _files(directory: Path) -> list[tuple[str, int]]:
