@@ -5,6 +5,7 @@ an S3 endpoint on loopback; the session starts moto's server there and stops it 
 """
 
 import io
+import logging
 import os
 import socket
 import subprocess
@@ -57,6 +58,26 @@ def django_db_modify_db_settings(tmp_path_factory):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def drop_test_database():
+    """Set up before pytest-django's test database and so torn down after it: drops it
+    even when a connection is still open (a server or a worker thread closing late), which
+    pytest-django's own teardown refuses to do; a run's database never outlives it."""
+    yield
+    database = django_settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        return
+    import psycopg
+
+    with psycopg.connect(_postgres_url("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database["TEST"]["NAME"]}" WITH (FORCE)')
+
+
+def _postgres_url(name: str) -> str:
+    server = urlparse(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/x")
+    return server._replace(path=f"/{name}").geturl()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def s3_server():
     """Serve the S3 API on the configured loopback endpoint for the whole session."""
     if not django_settings.AWS_STORAGE_BUCKET_NAME:
@@ -66,6 +87,7 @@ def s3_server():
 
     endpoint = urlparse(django_settings.AWS_S3_ENDPOINT_URL)
     assert endpoint.hostname in {"127.0.0.1", "localhost"}, "tests only talk to loopback"
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per S3 request
     server = ThreadedMotoServer(ip_address=endpoint.hostname, port=endpoint.port, verbose=False)
     server.start()
     boto3.client(
@@ -284,13 +306,12 @@ def scratch_database(prefix: str):
         return
     import psycopg
 
-    server = urlparse(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/x")
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = server._replace(path="/postgres").geturl()
+    admin = _postgres_url("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield server._replace(path=f"/{name}").geturl()
+        yield _postgres_url(name)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
