@@ -276,7 +276,6 @@ def queued_import(workspace, editor, team) -> ImportJob:
     return services.create_import_job(user=editor, project=target, upload=io.BytesIO(archive))
 
 
-@pytest.mark.timeout(240)
 def test_import_events_stream_from_queued_to_end_and_resume(
     asgi_server, start_qcluster, queued_import, editor
 ):
