@@ -20,10 +20,12 @@ class JobEventsConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope["user"]
         job_id = self.scope["url_route"]["kwargs"]["job_id"]
         jobs = VISIBLE[self.kind](user) if user.is_authenticated else None
+        await self.accept()
         if jobs is None or not await database_sync_to_async(jobs.filter(pk=job_id).exists)():
+            # Accepted first: a close before the handshake completes is an HTTP 403, and the
+            # client would never see the code that tells it to stop trying.
             await self.close(code=NOT_FOUND)
             return
-        await self.accept()
         after = _after(self.scope.get("query_string", b""))
         self.relay = asyncio.create_task(self._relay(jobs.model, job_id, after))
 

@@ -404,6 +404,15 @@ class _Run:
                         relink=relink,
                     )
                 )
+                if len(copies) == 1:
+                    # The only sign of life phase 3 gives: its rows and events stay invisible
+                    # until the commit. Names the worker, whose death now rolls it all back.
+                    logger.info(
+                        "import %s: worker %s is writing %d files in one transaction",
+                        job.pk,
+                        self.worker,
+                        len(plan.files),
+                    )
             finish_copies(copies, plan.relations, relink)
             now = timezone.now()
             if not ImportJob.objects.filter(pk=job.pk, worker=self.worker).update(

@@ -1,4 +1,7 @@
 import io
+import signal
+import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -7,6 +10,8 @@ from django.core.files.storage import storages
 from exports.binfile.reader import BinfileReader
 from exports.engine import run_tick
 from exports.models import ExportJob
+from tests.conftest import ROOT
+from tests.waiting import patience, stop_process, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +41,61 @@ def read_archive(job) -> tuple[BinfileReader, zipfile.ZipFile]:
     reader = BinfileReader(io.BytesIO(data))
     reader.verify()
     return reader, zipfile.ZipFile(io.BytesIO(data))
+
+
+@pytest.fixture
+def start_qcluster(live_env, tmp_path):
+    """Start `manage.py qcluster` on this test's database and storages (one worker, 64 KiB
+    parts: a checkpoint and a progress event every few entries; S3 keeps its 5 MiB) in a
+    process group of its own; `start(**env)` returns once it runs. Every cluster started
+    is stopped at teardown, whatever the test did."""
+    started: list[tuple[subprocess.Popen, object]] = []
+
+    def start(**env: str) -> subprocess.Popen:
+        log_path = tmp_path / f"qcluster-{len(started)}.log"
+        log = log_path.open("w")
+        cluster = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env={
+                **live_env,
+                "Q_WORKERS": "1",
+                "EXPORT_PART_SIZE": str(64 * 1024),
+                "EXPORT_PROGRESS_INTERVAL": "0",
+                "PYTHONUNBUFFERED": "1",
+                **env,
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append((cluster, log))
+        wait_for(
+            lambda: "running." in log_path.read_text() or cluster.poll() is not None,
+            timeout=60,
+            what="qcluster to start",
+            explain=log_path.read_text,
+        )
+        assert cluster.poll() is None, log_path.read_text()
+        return cluster
+
+    try:
+        yield start
+    finally:
+        for cluster, log in started:
+            stop_leader_first(cluster)
+            log.close()
+
+
+def stop_leader_first(process: subprocess.Popen, *, grace: float = 10) -> None:
+    """End a process that leads a group: SIGTERM to it alone first, then `stop_process`
+    for whatever is left of the group. A qcluster so stops its own workers in order within
+    a second; SIGTERM to its whole group at once kills them under it, and it waits for them
+    until the SIGKILL."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=patience(grace))
+        except subprocess.TimeoutExpired:
+            pass
+    stop_process(process, grace=grace)

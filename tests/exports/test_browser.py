@@ -12,12 +12,7 @@ import io
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 import zipfile
-from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -31,72 +26,43 @@ from filesync import services as filesync_services
 from filesync.blobstore import delete_blob
 from filesync.models import File
 from tests.exports.conftest import artifact_bytes, run_to_end
+from tests.waiting import patience
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 JOB_PAGE = re.compile(r"/admin/exports/exportjob/([0-9a-f-]{36})/change/$")
 IMPORT_PAGE = re.compile(r"/admin/exports/importjob/([0-9a-f-]{36})/change/$")
 PASSWORD = "a browser's password"
+#: How long an expect() or a page action waits for what it expects: a bound for a hang.
+EXPECT_SECONDS = 30
+#: How long an expect() waits for a job to end, which takes a qcluster's start and its work.
+JOB_SECONDS = 90
 
 
-@pytest.fixture
-def start_qcluster(live_env, tmp_path):
-    """Start `manage.py qcluster` (one worker, 64 KiB parts: a checkpoint and a progress
-    event every few entries; S3 keeps its 5 MiB) in a process group of its own."""
-    started = []
-    log_path = tmp_path / "qcluster.log"
-
-    def start() -> subprocess.Popen:
-        log = log_path.open("w")
-        cluster = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=ROOT,
-            env={
-                **live_env,
-                "Q_WORKERS": "1",
-                "EXPORT_PART_SIZE": str(64 * 1024),
-                "EXPORT_PROGRESS_INTERVAL": "0",
-                "PYTHONUNBUFFERED": "1",
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        started.append((cluster, log))
-        deadline = time.monotonic() + 60
-        while "running." not in log_path.read_text():
-            assert cluster.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
-        return cluster
-
-    yield start
-    for cluster, log in started:
-        cluster.terminate()  # the sentinel stops its workers; then the group, to be sure
-        try:
-            cluster.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(cluster.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        cluster.wait(timeout=10)
-        log.close()
+def milliseconds(seconds: float) -> float:
+    """A playwright timeout: `seconds`, stretched by FERRY_TEST_PATIENCE, in ms."""
+    return patience(seconds) * 1000
 
 
 @pytest.fixture
 def browser(live_env, monkeypatch):
-    """Chromium, headless. Playwright's sync API runs an event loop in this thread, so the
-    test's own ORM calls need DJANGO_ALLOW_ASYNC_UNSAFE (set after `live_env` was taken:
-    the servers never see it)."""
+    """Chromium, headless. Without it these tests skip, saying why; with
+    FERRY_REQUIRE_BROWSER=1 (CI) they fail, so a missing browser never passes for green.
+
+    Playwright's sync API runs an event loop in this thread, so the test's own ORM calls
+    need DJANGO_ALLOW_ASYNC_UNSAFE (set after `live_env` was taken: the servers never see
+    it). Every expect() waits up to EXPECT_SECONDS unless it says otherwise."""
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+        missing = f"{CHROMIUM} is not installed (apt-get install chromium)"
+        if os.environ.get("FERRY_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{missing}, and FERRY_REQUIRE_BROWSER=1 requires it")
+        pytest.skip(missing)
+    from playwright.sync_api import expect, sync_playwright
 
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    expect.set_options(timeout=milliseconds(EXPECT_SECONDS))
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -117,7 +83,7 @@ def logged_in_page(browser, base: str, user):
 
     page = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
     page = page.new_page()
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(milliseconds(EXPECT_SECONDS))
     page.goto(f"{base}/admin/login/?next=/admin/")
     page.fill("#id_username", user.username)
     page.fill("#id_password", PASSWORD)
@@ -174,7 +140,7 @@ def test_export_files_from_the_admin_watch_it_live_and_download_it(
 
     start_qcluster()
 
-    expect(page.locator("#job-percent")).to_have_text("100 %", timeout=60_000)
+    expect(page.locator("#job-percent")).to_have_text("100 %", timeout=milliseconds(JOB_SECONDS))
     expect(page.locator("#job-state")).to_have_text("succeeded")
     expect(page.locator("#job-events li").last).to_contain_text("end")
     expect(page.locator("#job-download")).to_be_visible()
@@ -232,7 +198,7 @@ def test_an_export_that_fails_half_way_shows_its_error(
     delete_blob(missing)
     start_qcluster()
 
-    expect(page.locator("#job-state")).to_have_text("failed", timeout=60_000)
+    expect(page.locator("#job-state")).to_have_text("failed", timeout=milliseconds(JOB_SECONDS))
     expect(page.locator("#job-error")).to_be_visible()
     expect(page.locator("#job-error-code")).to_have_text("blob_missing")
     job.refresh_from_db()
@@ -254,7 +220,9 @@ def test_an_export_that_fails_half_way_shows_its_error(
     expect(page).to_have_url(JOB_PAGE)
     expect(page.locator(".messagelist")).to_contain_text("Retrying as a new export.")
     assert ExportJob.objects.get(pk=JOB_PAGE.search(page.url)[1]).retry_of_id == job.pk
-    expect(page.locator("#job-error-code")).to_have_text("blob_missing", timeout=60_000)
+    expect(page.locator("#job-error-code")).to_have_text(
+        "blob_missing", timeout=milliseconds(JOB_SECONDS)
+    )
 
 
 def test_the_page_polls_the_api_while_the_socket_is_down(
@@ -272,7 +240,7 @@ def test_the_page_polls_the_api_while_the_socket_is_down(
     expect(page.locator("#job-live")).to_have_text("connection lost: polling")
     start_qcluster()
 
-    expect(page.locator("#job-percent")).to_have_text("100 %", timeout=60_000)
+    expect(page.locator("#job-percent")).to_have_text("100 %", timeout=milliseconds(JOB_SECONDS))
     expect(page.locator("#job-state")).to_have_text("succeeded")
     expect(page.locator("#job-download")).to_be_visible()
     assert f"{asgi_server}/api/exports/{job.pk}/" in polled
@@ -337,7 +305,7 @@ def test_import_a_binfile_from_the_project_page_and_watch_it_live(
 
     start_qcluster()
 
-    expect(page.locator("#job-percent")).to_have_text("100 %", timeout=60_000)
+    expect(page.locator("#job-percent")).to_have_text("100 %", timeout=milliseconds(JOB_SECONDS))
     expect(page.locator("#job-state")).to_have_text("succeeded")
     expect(page.locator("#job-events li").last).to_contain_text("end 3 files imported")
     expect(page.locator("#job-cancel")).to_be_hidden()
@@ -384,7 +352,7 @@ def test_the_import_page_polls_the_api_while_the_socket_is_down(
     expect(page.locator("#job-live")).to_have_text("connection lost: polling")
     start_qcluster()
 
-    expect(page.locator("#job-percent")).to_have_text("100 %", timeout=60_000)
+    expect(page.locator("#job-percent")).to_have_text("100 %", timeout=milliseconds(JOB_SECONDS))
     expect(page.locator("#job-state")).to_have_text("succeeded")
     expect(page.locator("#job-files a")).to_have_count(3)
     expect(page.locator("#job-files")).to_contain_text("Brand library")
