@@ -7,6 +7,7 @@ an S3 endpoint on loopback; the session starts moto's server there and stops it 
 import io
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 #: it and the run goes on; a test may ask for more with @pytest.mark.timeout(seconds).
 #: Both are stretched by FERRY_TEST_PATIENCE.
 TEST_TIMEOUT = 180
+
+
+def pytest_configure(config):
+    """A run started in the background by a non-interactive shell (`make test &`, nohup)
+    ignores SIGINT, and every child inherits that: tests that send SIGINT to a child, as
+    Ctrl-C would, would wait for their timeout. Children get SIGINT at its default."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items):

@@ -1,5 +1,4 @@
 import io
-import signal
 import subprocess
 import sys
 import zipfile
@@ -11,7 +10,7 @@ from exports.binfile.reader import BinfileReader
 from exports.engine import run_tick
 from exports.models import ExportJob
 from tests.conftest import ROOT
-from tests.waiting import patience, stop_process, wait_for
+from tests.waiting import stop_process, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -83,19 +82,5 @@ def start_qcluster(live_env, tmp_path):
         yield start
     finally:
         for cluster, log in started:
-            stop_leader_first(cluster)
+            stop_process(cluster)
             log.close()
-
-
-def stop_leader_first(process: subprocess.Popen, *, grace: float = 10) -> None:
-    """End a process that leads a group: SIGTERM to it alone first, then `stop_process`
-    for whatever is left of the group. A qcluster so stops its own workers in order within
-    a second; SIGTERM to its whole group at once kills them under it, and it waits for them
-    until the SIGKILL."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=patience(grace))
-        except subprocess.TimeoutExpired:
-            pass
-    stop_process(process, grace=grace)

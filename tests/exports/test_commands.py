@@ -83,15 +83,6 @@ def test_export_jobs_lists_and_shows_jobs(workspace):
         run("export_jobs", "nope")
 
 
-#: Runs the command in argv[1:] with SIGINT at its default, as from a terminal: a test run
-#: started in the background by a non-interactive shell (`make test &`, nohup) ignores
-#: SIGINT, and every child it starts inherits that, so Ctrl-C could never reach it.
-AS_FROM_A_TERMINAL = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
-
-
 @pytest.mark.live
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_export_files_queue_stops_at_once_when_told_while_it_follows(
@@ -103,8 +94,15 @@ def test_export_files_queue_stops_at_once_when_told_while_it_follows(
     out, err = tmp_path / "export_files.out", tmp_path / "export_files.err"
     with out.open("w") as stdout, err.open("w") as stderr:
         follower = subprocess.Popen(
-            [sys.executable, "-c", AS_FROM_A_TERMINAL, sys.executable, "manage.py"]
-            + ["export_files", "--project", str(workspace.project.id), "--queue", "-v0"],
+            [
+                sys.executable,
+                "manage.py",
+                "export_files",
+                "--project",
+                str(workspace.project.id),
+                "--queue",
+                "-v0",
+            ],
             cwd=ROOT,
             env={**live_env, "PYTHONUNBUFFERED": "1"},
             stdout=stdout,

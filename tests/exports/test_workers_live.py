@@ -34,9 +34,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import scratch_database
-from tests.exports.conftest import stop_leader_first
 from tests.exports.test_import import documents, read_archive_bytes
-from tests.waiting import patience, wait_exit, wait_for
+from tests.waiting import patience, stop_process, wait_exit, wait_for
 
 SERVICES = os.environ.get("FERRY_TEST_SERVICES") == "1"
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,7 +134,7 @@ class Proc:
         wait_exit(self.popen, timeout=30, what=f"{self.name} after SIGKILL")
 
     def close(self) -> None:
-        stop_leader_first(self.popen)
+        stop_process(self.popen)
         self._out.close()
 
 
