@@ -43,6 +43,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["workers"] < 1:
             raise CommandError("--workers must be at least 1.")
+        self.busy_workers = 0
         with stop_on_signals() as stop:
             client = SyncClient(options["leader"], options["token"], stop=stop)
             try:
@@ -51,7 +52,10 @@ class Command(BaseCommand):
             except Stopped as stopped:
                 self.stderr.write(f"sync_follow stopped by {stopped.signal_name}.")
             finally:
-                client.close()
+                # A worker still reading would fail on a closed client and record the
+                # failure as its own; its claim is left to the lease, its socket to the exit.
+                if not self.busy_workers:
+                    client.close()
 
     def _register(self, client: SyncClient, url: str, name: str) -> Leader:
         """The leader's row, registered there as a replica on the first run."""
@@ -83,8 +87,11 @@ class Command(BaseCommand):
             deadline = time.monotonic() + STOP_JOIN_SECONDS
             for thread in threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
-            if busy := sum(thread.is_alive() for thread in threads):
-                logger.warning("%d worker(s) still busy at exit; their leases lapse", busy)
+            self.busy_workers = sum(thread.is_alive() for thread in threads)
+            if self.busy_workers:
+                logger.warning(
+                    "%d worker(s) still busy at exit; their leases lapse", self.busy_workers
+                )
 
     def _follow(self, leader, client: SyncClient, *, once: bool, verbosity: int) -> None:
         """Read the feed, acknowledge what is held, show progress; with `once`, return when
