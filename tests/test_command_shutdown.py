@@ -119,6 +119,23 @@ def test_export_files_stopped_keeps_its_checkpoint_for_a_worker(demo_project, co
         BinfileReader(archive).verify()
 
 
+def test_export_files_following_a_queued_job_stops_and_leaves_the_job_to_the_workers(
+    demo_project, command
+):
+    run = command("export_files", "--project", demo_project, "--queue")  # no worker runs here
+    wait_for(ExportJob.objects.exists, timeout=120, what="the queued job")
+    job = ExportJob.objects.get()
+    wait_for(lambda: str(job.id) in run.log.read_text(), timeout=60, what="the job id printed")
+    lines = stop_mid_work(run, signal.SIGTERM, lambda: run.poll() is None)
+    assert lines[-2:] == [  # after the queue's own log line
+        str(job.id),
+        f"CommandError: Stopped by SIGTERM; export {job.id} goes on in the workers.",
+    ]
+    job.refresh_from_db()
+    assert (job.state, job.worker) == (JobState.QUEUED, "")
+    assert resume_export(job).state == JobState.SUCCEEDED
+
+
 def test_import_binfile_stopped_writes_nothing_and_a_worker_redoes_it(
     demo_project, command, tmp_path
 ):
