@@ -12,17 +12,19 @@ import re
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from django.core.files.storage import storages
 from django.core.management import call_command
+from django.utils import timezone
 
 from exports.binfile.reader import BinfileReader
 from exports.engine import run_tick
 from exports.importer import run_import
 from exports.models import EventKind, ExportJob, ExportPart, ImportEvent, ImportJob, JobState
 from exports.sinks import copy_artifact
-from filesync.models import File
+from filesync.models import Change, ChangeKind, File
 from tests.conftest import ROOT
 from tests.snapshot import store_state
 from tests.waiting import stop_process, wait_exit, wait_for
@@ -185,3 +187,28 @@ def test_seed_demo_stopped_writes_nothing_and_the_next_run_builds_it_whole(comma
     call_command("seed_demo", *WORKSPACE, "-v", "0", stdout=out)
     project = out.getvalue().split()[-1]
     assert File.objects.filter(project_id=project, is_library=False).count() == 6
+
+
+def test_purge_stopped_keeps_what_it_purged_and_the_next_run_purges_the_rest(project, command):
+    past = timezone.now() - timedelta(days=60)
+    File.objects.bulk_create(
+        File(project=project, name=f"Old {n}", deleted_at=past, purge_after=past)
+        for n in range(600)
+    )
+    run = command("purge")
+    wait_for(
+        Change.objects.filter(kind=ChangeKind.FILE_PURGED).exists,
+        timeout=120,
+        what="the first file purged",
+    )
+    lines = stop_mid_work(
+        run, signal.SIGTERM, lambda: File.objects.filter(name__startswith="Old").exists()
+    )
+    assert lines == ["CommandError: Stopped by SIGTERM; the next run purges what is left."]
+    purged = Change.objects.filter(kind=ChangeKind.FILE_PURGED).values_list("file_id", flat=True)
+    left = File.objects.filter(name__startswith="Old")
+    assert not left.filter(pk__in=purged).exists()  # each purge whole: change and row together
+    assert left.count() + len(purged) == 600
+    out = io.StringIO()
+    call_command("purge", stdout=out)  # the lock was let go
+    assert not left.exists()
