@@ -4,14 +4,16 @@ Used by the follower mirror and by users' scripts. Uploads are tus-resumable and
 the blob's sha256; downloads are ranged, resume where they stopped and are verified.
 Connection errors, 429 and 5xx are retried with exponential backoff and jitter (honouring
 Retry-After); a 404 whose reason is `pending` is retried too (the bytes are on their way);
-any other 4xx is final and raised at once.
+any other 4xx is final and raised at once. A client given a `stop` event gives up at the
+next safe point once it is set (a retry's wait, the next request, the next ranged piece),
+raising Interrupted, so whoever runs it can stop within seconds.
 """
 
 import base64
 import hashlib
 import os
 import random
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +21,10 @@ import httpx
 
 CHUNK = 8 * 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
+
+
+class Interrupted(Exception):
+    """The client's stop event was set: the call gave up between two requests."""
 
 
 class SyncError(Exception):
@@ -53,9 +59,11 @@ class SyncClient:
         *,
         attempts: int = 6,
         backoff: float = 0.5,
-        sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], object] | None = None,
         chunk_size: int = CHUNK,
     ):
+        """`sleep` waits between retries; by default on `stop`, which cuts the wait short."""
         self.http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Token {token}"},
@@ -64,7 +72,8 @@ class SyncClient:
         self.chunk_size = chunk_size
         self.attempts = attempts
         self.backoff = backoff
-        self.sleep = sleep
+        self.stop = stop or threading.Event()
+        self.sleep = sleep or self.stop.wait
 
     def close(self) -> None:
         self.http.close()
@@ -73,6 +82,7 @@ class SyncClient:
         """One call, retried on what may pass; other answers come back or raise SyncError."""
         for attempt in range(self.attempts):
             last = attempt == self.attempts - 1
+            self._check_stop()
             try:
                 response = self.http.request(method, url, **kwargs)
             except httpx.TransportError:
@@ -87,6 +97,10 @@ class SyncClient:
                 raise SyncError(response)
             return response
         raise AssertionError("unreachable")
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise Interrupted("Stopped before the next request.")
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after and retry_after.isdigit():
@@ -139,7 +153,7 @@ class SyncClient:
     ) -> Path:
         """Fetch a blob into `target` in ranged pieces, resuming a partial file; verified.
         `progress` is called with the bytes held after each piece (an exception it raises
-        stops the download)."""
+        stops the download); a stop between pieces keeps the partial file for a resume."""
         target = Path(target)
         partial = target.with_name(target.name + ".part")
         size = int(

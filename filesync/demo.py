@@ -132,7 +132,16 @@ def workspace_project_id(size: WorkspaceSize) -> uuid.UUID:
 def build_workspace(
     size: WorkspaceSize, *, owner=None, progress: Callable[[int], None] = lambda n: None
 ) -> tuple[Project, bool]:
-    """Return the project and whether it was created now (False: it was there already)."""
+    """Return the project and whether it was created now (False: it was there already).
+    Built in one transaction: the project's presence says the workspace is whole, so one
+    interrupted halfway must leave nothing for the next run to mistake for it."""
+    with transaction.atomic():
+        return _build_workspace(size, owner=owner, progress=progress)
+
+
+def _build_workspace(
+    size: WorkspaceSize, *, owner, progress: Callable[[int], None]
+) -> tuple[Project, bool]:
     project_id = workspace_project_id(size)
     if existing := Project.objects.filter(pk=project_id).first():
         return existing, False

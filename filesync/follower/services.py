@@ -183,6 +183,22 @@ def cancel_gone(download: Download, worker: str) -> None:
     )
 
 
+def give_back(download: Download, worker: str) -> str:
+    """A download its worker stopped (the command was asked to stop): pending again and due
+    at once, the attempt not counted, so the next run resumes it (and its partial blob)
+    without waiting for the lease to run out. Only while this worker still holds it."""
+    given = Download.objects.filter(
+        pk=download.pk, worker=worker, state=DownloadState.DOWNLOADING
+    ).update(
+        state=DownloadState.PENDING,
+        worker="",
+        lease_expires_at=None,
+        not_before=None,
+        attempts=F("attempts") - 1,
+    )
+    return DownloadState.PENDING if given else "lost"
+
+
 def retry_later(download: Download, worker: str, error: str, *, permanent: bool = False) -> str:
     """A failed attempt: pending again after a backoff, or failed for good once the
     attempts are spent (or at once for a permanent error). Returns the new state."""

@@ -8,7 +8,7 @@ import threading
 import httpx
 from django.db import close_old_connections, connection
 
-from filesync.client import SyncClient, SyncError
+from filesync.client import Interrupted, SyncClient, SyncError
 
 from . import mirror, services
 from .models import Download, DownloadState, Leader
@@ -20,7 +20,7 @@ IDLE_WAIT = 0.2
 
 def run_download(client: SyncClient, download: Download, worker: str) -> str:
     """Fetch, verify and write one file. Returns how it ended. Partial blobs are kept only
-    for a retry of the row to resume."""
+    for a retry of the row to resume (after a failure, or a stop that gave the claim back)."""
     outcome = _attempt(client, download, worker)
     if outcome != DownloadState.PENDING:
         shutil.rmtree(mirror.staging(download), ignore_errors=True)
@@ -33,7 +33,10 @@ def _attempt(client: SyncClient, download: Download, worker: str) -> str:
         mirror.fetch_blobs(client, fetched, download, worker)
         mirror.write(fetched, download, worker)
     except services.ClaimLost:
+        logger.info("download of %s: claim lost (cancelled or taken over)", download.file_id)
         return "lost"
+    except Interrupted:  # the command is stopping: the next run resumes the row at once
+        return services.give_back(download, worker)
     except mirror.Gone:
         services.cancel_gone(download, worker)
         return "gone"
@@ -49,7 +52,8 @@ def _attempt(client: SyncClient, download: Download, worker: str) -> str:
 
 
 def work(leader: Leader, client: SyncClient, worker: str, stop: threading.Event) -> None:
-    """Claim and run downloads until stopped."""
+    """Claim and run downloads until stopped. `client` gives up when `stop` is set (see
+    SyncClient), so a download underway ends within a ranged piece of the stop."""
     try:
         while not stop.is_set():
             close_old_connections()

@@ -6,8 +6,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import httpx
 import pytest
 
-from filesync.client import SyncClient, SyncError, file_sha256
+from filesync.client import Interrupted, SyncClient, SyncError, file_sha256
 from filesync.models import Blob
+from tests.waiting import patience, wait_for
 
 
 @pytest.fixture
@@ -101,3 +102,38 @@ def test_upload_and_ranged_download_round_trip_through_a_live_server(asgi_server
     client.unlock(lock["id"])
     client.remove(sha256)
     assert not Blob.objects.filter(pk=sha256).exists()
+
+
+def test_a_stop_cuts_a_retry_wait_short(scripted_server):
+    """An hour's Retry-After: the stop ends the wait, and no request follows it."""
+    base, script, seen = scripted_server
+    script += [(503, {"Retry-After": "3600"}, {})]
+    stop = threading.Event()
+    client = SyncClient(base, "token", stop=stop)
+    outcome = []
+    call = threading.Thread(target=lambda: outcome.append(_outcome(client.timestamp)))
+    call.start()
+    try:
+        wait_for(lambda: seen, timeout=30, what="the first answer")
+        stop.set()
+        call.join(patience(10))
+        assert not call.is_alive(), "the retry wait went on after the stop"
+    finally:
+        stop.set()
+    assert isinstance(outcome[0], Interrupted) and seen == ["GET"]
+
+
+def test_a_stopped_client_sends_nothing(scripted_server):
+    base, script, seen = scripted_server
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Interrupted):
+        SyncClient(base, "token", stop=stop).timestamp()
+    assert seen == []
+
+
+def _outcome(call):
+    try:
+        return call()
+    except Exception as error:
+        return error

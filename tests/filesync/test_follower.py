@@ -332,6 +332,32 @@ def test_an_expired_claim_is_taken_over_and_the_old_worker_loses_it(leader):
     assert (row(file).state, row(file).worker) == ("done", "")
 
 
+def test_a_stopped_worker_gives_its_claim_back_due_at_once_and_uncounted(leader):
+    file = uuid.uuid4()
+    services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
+    download = claimed(leader, file, "w1")
+
+    assert services.give_back(download, "w1") == DownloadState.PENDING
+
+    given = row(file)
+    assert (given.state, given.worker, given.lease_expires_at) == ("pending", "", None)
+    assert (given.attempts, given.not_before) == (0, None)
+    assert claimed(leader, file, "w2").attempts == 1  # at once, by anyone
+
+
+def test_only_the_holder_gives_a_claim_back(leader):
+    file = uuid.uuid4()
+    services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
+    old = claimed(leader, file, "w1")
+    Download.objects.filter(pk=old.pk).update(lease_expires_at=timezone.now() - timedelta(1))
+    claimed(leader, file, "w2")
+
+    assert services.give_back(old, "w1") == "lost"
+
+    taken = row(file)
+    assert (taken.state, taken.worker, taken.attempts) == ("downloading", "w2", 2)
+
+
 # --- deletions ------------------------------------------------------------------------------
 
 

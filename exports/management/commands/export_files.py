@@ -7,11 +7,13 @@ from tqdm import tqdm
 
 from exports import services
 from exports.engine import run_tick
+from exports.leases import release_lease
 from exports.links import download_path
 from exports.models import ExportJob, JobState, LibrariesMode
 from exports.selectors import events_after
 from exports.sinks import artifact_location, copy_artifact
 from filesync.management.lookups import row_with_id, user_named
+from filesync.management.stopping import Stopped, stop_on_signals
 from filesync.models import Project, Snapshot
 
 POLL_SECONDS = 0.2
@@ -22,7 +24,9 @@ class Command(BaseCommand):
     help = (
         "Export files to a binfile. Runs the export engine here with a progress bar, or, "
         "with --queue, hands it to the workers and follows its events. On success the last "
-        "line is the artifact's sha256 and location."
+        "line is the artifact's sha256 and location. SIGINT or SIGTERM stop it within "
+        "seconds (exit 1): an export run here keeps its checkpoint and gives its lease "
+        "back, for the workers to resume; a queued one goes on in the workers."
     )
 
     def add_arguments(self, parser):
@@ -40,9 +44,16 @@ class Command(BaseCommand):
         if options["queue"]:
             self.stdout.write(str(job.id))
             self.stdout.flush()
-            job = self._follow(job, options["verbosity"])
-        else:
-            job = self._run_here(job, options["verbosity"])
+        with stop_on_signals():
+            try:
+                if options["queue"]:
+                    job = self._follow(job, options["verbosity"])
+                else:
+                    job = self._run_here(job, options["verbosity"])
+            except Stopped as stopped:
+                raise CommandError(
+                    _stopped_message(job, stopped, queued=options["queue"])
+                ) from None
         if job.state != JobState.SUCCEEDED:
             reason = job.error_message or f"the job ended {job.state}"
             raise CommandError(f"Export {job.id} failed ({job.error_code or job.state}): {reason}")
@@ -78,6 +89,8 @@ class Command(BaseCommand):
         )
 
     def _run_here(self, job: ExportJob, verbosity: int) -> ExportJob:
+        """Tick the job here to its end; stopped, it gives its lease back (its checkpoint,
+        written after every part, stays for the worker that resumes it)."""
         worker = f"cli:{os.getpid()}"
         with self._bar(job, verbosity) as bar:
 
@@ -85,8 +98,12 @@ class Command(BaseCommand):
                 bar.total = max(bar.total, progress.bytes_done)
                 bar.update(progress.bytes_done - bar.n)
 
-            while run_tick(job.pk, worker=worker, on_progress=show) == JobState.RUNNING:
-                pass
+            try:
+                while run_tick(job.pk, worker=worker, on_progress=show) == JobState.RUNNING:
+                    pass
+            except Stopped:
+                release_lease(job, worker)
+                raise
             return _settle(bar, job)
 
     def _follow(self, job: ExportJob, verbosity: int) -> ExportJob:
@@ -102,6 +119,16 @@ class Command(BaseCommand):
                     elif event.kind in ("end", "error", "cancelled"):
                         return _settle(bar, job)
                 time.sleep(POLL_SECONDS)
+
+
+def _stopped_message(job: ExportJob, stopped: Stopped, *, queued: bool) -> str:
+    if queued:
+        return f"Stopped by {stopped.signal_name}; export {job.id} goes on in the workers."
+    job.refresh_from_db()
+    return (
+        f"Stopped by {stopped.signal_name}; export {job.id} keeps its checkpoint "
+        f"({job.bytes_flushed} bytes) and is left to the workers to resume."
+    )
 
 
 def _settle(bar: tqdm, job: ExportJob) -> ExportJob:

@@ -8,8 +8,10 @@ from tqdm import tqdm
 from exports import services
 from exports.binfile.format import BinfileError
 from exports.importer import run_import
-from exports.models import ImportJob, JobState
+from exports.leases import release_lease
+from exports.models import ACTIVE_STATES, ImportJob, JobState
 from filesync.management.lookups import row_with_id, user_named
+from filesync.management.stopping import Stopped, stop_on_signals
 from filesync.models import Project
 
 
@@ -17,7 +19,9 @@ class Command(BaseCommand):
     requires_system_checks: list = []  # an operator tool: start fast, like loaddata
     help = (
         "Import a binfile into a project, all or nothing, with a progress bar. On success "
-        "each line maps an archive file id to the id of its new copy."
+        "each line maps an archive file id to the id of its new copy. SIGINT or SIGTERM "
+        "stop it within seconds (exit 1): nothing of the copies is written, and the job "
+        "gives its lease back, for the workers to run it again."
     )
 
     def add_arguments(self, parser):
@@ -45,7 +49,13 @@ class Command(BaseCommand):
                 bar.total = progress.bytes_total
                 bar.update(progress.bytes_done - bar.n)
 
-            run_import(job.pk, worker=f"cli:{os.getpid()}", on_progress=show)
+            worker = f"cli:{os.getpid()}"
+            with stop_on_signals():
+                try:
+                    run_import(job.pk, worker=worker, on_progress=show)
+                except Stopped as stopped:
+                    release_lease(job, worker)
+                    raise CommandError(_stopped_message(job, stopped)) from None
         job.refresh_from_db()
         if job.state != JobState.SUCCEEDED:
             reason = job.error_message or f"the job ended {job.state}"
@@ -67,3 +77,15 @@ class Command(BaseCommand):
             raise CommandError(f"Refused: {error}") from None
         except (PermissionDenied, Http404):
             raise CommandError(f"{user} may not import into that project.") from None
+
+
+def _stopped_message(job: ImportJob, stopped: Stopped) -> str:
+    """The copies are written in one transaction, rolled back by the stop unless it came
+    after the commit."""
+    job.refresh_from_db()
+    if job.state not in ACTIVE_STATES:
+        return f"Stopped by {stopped.signal_name}; import {job.id} had ended {job.state}."
+    return (
+        f"Stopped by {stopped.signal_name}; import {job.id} wrote nothing and is left to the "
+        "workers to run again."
+    )

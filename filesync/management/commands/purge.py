@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from filesync.management.stopping import Stopped, stop_on_signals
 from filesync.purge import purge
 from filesync.singleton import NotHeld
 
@@ -8,7 +9,9 @@ class Command(BaseCommand):
     help = (
         "Delete for good the files whose grace period is over and that nothing still needs "
         "(an active export, a retention lock, a replica that has not caught up), then the "
-        "blobs nothing uses. --dry-run lists them only."
+        "blobs nothing uses. --dry-run lists them only. SIGINT or SIGTERM stop it within "
+        "seconds (exit 1): each file goes in a transaction of its own, so what was purged "
+        "stays purged and the next run purges the rest."
     )
 
     def add_arguments(self, parser):
@@ -16,9 +19,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, dry_run: bool, **options):
         try:
-            done = purge(dry_run=dry_run)
+            with stop_on_signals():
+                done = purge(dry_run=dry_run)
         except NotHeld as busy:
             raise CommandError(str(busy)) from None
+        except Stopped as stopped:
+            raise CommandError(
+                f"Stopped by {stopped.signal_name}; the next run purges what is left."
+            ) from None
         verb = "would purge" if dry_run else "purged"
         for file in done.files:
             self.stdout.write(

@@ -3,12 +3,14 @@ from tqdm import tqdm
 
 from filesync.demo import WorkspaceSize, build_workspace
 from filesync.management.lookups import user_named
+from filesync.management.stopping import Stopped, stop_on_signals
 
 
 class Command(BaseCommand):
     help = (
         "Build a demo workspace of the given size, the same for the same --seed. "
-        "Prints the project id as the last line."
+        "Prints the project id as the last line. SIGINT or SIGTERM stop it within seconds "
+        "(exit 1) with nothing of the workspace written, so the next run builds it whole."
     )
 
     def add_arguments(self, parser):
@@ -40,7 +42,13 @@ class Command(BaseCommand):
             file=self.stderr._out,
             disable=options["verbosity"] == 0,
         ) as bar:
-            project, created = build_workspace(size, owner=owner, progress=bar.update)
+            try:
+                with stop_on_signals():
+                    project, created = build_workspace(size, owner=owner, progress=bar.update)
+            except Stopped as stopped:
+                raise CommandError(
+                    f"Stopped by {stopped.signal_name}; nothing was written."
+                ) from None
         if not created:
             self.stderr.write("That workspace exists already; nothing to do.")
         self.stdout.write(str(project.id))
