@@ -121,17 +121,19 @@ def test_export_files_stopped_keeps_its_checkpoint_for_a_worker(demo_project, co
         BinfileReader(archive).verify()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_export_files_following_a_queued_job_stops_and_leaves_the_job_to_the_workers(
-    demo_project, command
+    demo_project, command, signum
 ):
-    run = command("export_files", "--project", demo_project, "--queue")  # no worker runs here
+    run = command("export_files", "--project", demo_project, "--queue", sigint_ignored=True)
     wait_for(ExportJob.objects.exists, timeout=120, what="the queued job")
     job = ExportJob.objects.get()
     wait_for(lambda: str(job.id) in run.log.read_text(), timeout=60, what="the job id printed")
-    lines = stop_mid_work(run, signal.SIGTERM, lambda: run.poll() is None)
+    lines = stop_mid_work(run, signum, lambda: run.poll() is None)
     assert lines[-2:] == [  # after the queue's own log line
         str(job.id),
-        f"CommandError: Stopped by SIGTERM; export {job.id} goes on in the workers.",
+        f"CommandError: Stopped by {signal.Signals(signum).name}; export {job.id} goes on "
+        "in the workers.",
     ]
     job.refresh_from_db()
     assert (job.state, job.worker) == (JobState.QUEUED, "")

@@ -1,17 +1,12 @@
 import hashlib
 import io
 import json
-import signal
-import subprocess
-import sys
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from exports.models import ExportJob, JobState
-from tests.conftest import ROOT
 from tests.exports.conftest import artifact_bytes
-from tests.waiting import stop_process, wait_exit, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,45 +76,3 @@ def test_export_jobs_lists_and_shows_jobs(workspace):
     assert [j["id"] for j in listed] == [str(job.id)]
     with pytest.raises(CommandError, match="No export job"):
         run("export_jobs", "nope")
-
-
-@pytest.mark.live
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_export_files_queue_stops_at_once_when_told_while_it_follows(
-    workspace, live_env, tmp_path, stop
-):
-    """`export_files --queue` follows its job until the job ends, which with no worker
-    running is never: a signal ends it within seconds, non-zero, and the job stays queued
-    for the workers."""
-    out, err = tmp_path / "export_files.out", tmp_path / "export_files.err"
-    with out.open("w") as stdout, err.open("w") as stderr:
-        follower = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "export_files",
-                "--project",
-                str(workspace.project.id),
-                "--queue",
-                "-v0",
-            ],
-            cwd=ROOT,
-            env={**live_env, "PYTHONUNBUFFERED": "1"},
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,
-        )
-        try:
-            job_id = wait_for(
-                lambda: "\n" in out.read_text() and out.read_text().split()[0],
-                timeout=60,
-                what="export_files --queue to print its job id",
-                explain=err.read_text,
-            )
-            assert follower.poll() is None, err.read_text()
-            follower.send_signal(stop)
-            code = wait_exit(follower, timeout=30, what=f"export_files --queue after {stop!r}")
-        finally:
-            stop_process(follower)
-    assert code != 0
-    assert ExportJob.objects.get(pk=job_id).state == JobState.QUEUED
