@@ -23,6 +23,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.files.storage import storages
 from django.db import connection
+from django_q.brokers import get_broker
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -334,7 +335,10 @@ def free_port() -> int:
 
 @pytest.fixture
 def live_env(transactional_db, isolated_storages) -> dict:
-    """Environment for processes that must share this test's database and storages."""
+    """Environment for processes that must share this test's database, storages and task
+    queue. The queue starts empty: a task another test left on a broker that outlives it
+    (Redis) never reaches the workers this test starts."""
+    get_broker().purge_queue()
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
         url = f"sqlite:///{db['NAME']}"
@@ -346,9 +350,6 @@ def live_env(transactional_db, isolated_storages) -> dict:
         **os.environ,
         "DATABASE_URL": url,
         "DJANGO_SECRET_KEY": django_settings.SECRET_KEY,
-        # A queue of this test's own: a task another test left on a shared broker (Redis)
-        # never reaches the workers this test starts.
-        "Q_CLUSTER_NAME": f"{django_settings.Q_CLUSTER['name']}-{uuid.uuid4().hex[:8]}",
         **isolated_storages,
     }
 
