@@ -40,7 +40,7 @@ from filesync.follower.models import Download, DownloadState, Leader
 from filesync.models import File, MediaObject
 from filesync.selectors import get_file
 from filesync.sync.selectors import file_content
-from tests.conftest import ROOT, SERVICES, free_port, scratch_database
+from tests.conftest import ROOT, SERVICES, scratch_database, serve_asgi
 from tests.waiting import patience, stop_process, wait_exit, wait_for
 
 pytestmark = pytest.mark.live
@@ -182,21 +182,9 @@ def serving_leader(var: Path, seed: tuple[str, ...]) -> Iterator[LeaderFerry]:
         manage(env, "create_demo_admin")
         project = manage(env, "seed_demo", *seed, "--owner", "admin", "-v0").split()[-1]
         token = manage(env, "drf_create_token", "admin").split()[2]
-        port = free_port()
-        server = spawn(
-            [sys.executable, "-m", "uvicorn", "project.asgi:application",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env, var / "uvicorn.log",
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
+        server, base = serve_asgi(env, var / "uvicorn.log")
         ferry = LeaderFerry(env, var, base, token, project)
         try:
-            wait_for(
-                lambda: server.poll() is not None or _answers(base),
-                timeout=30,
-                what="the leader to answer",
-            )
-            assert server.poll() is None, log_tail(var / "uvicorn.log")
             yield ferry
         finally:
             ferry.close()
@@ -208,14 +196,6 @@ def leader(tmp_path_factory, s3_server):
     """A seeded leader Ferry for the module."""
     with serving_leader(tmp_path_factory.mktemp("leader"), SEED) as ferry:
         yield ferry
-
-
-def _answers(base: str) -> bool:
-    try:
-        httpx.get(f"{base}/api/", timeout=1)
-    except httpx.TransportError:
-        return False
-    return True
 
 
 # A proxy between follower and leader ----------------------------------------------------
