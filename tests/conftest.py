@@ -74,12 +74,13 @@ def drop_test_database():
     pytest-django's own teardown refuses to do; a run's database never outlives it."""
     yield
     database = django_settings.DATABASES["default"]
-    if database["ENGINE"].endswith("sqlite3"):
+    name = database.get("TEST", {}).get("NAME")
+    if database["ENGINE"].endswith("sqlite3") or not name:  # SQLite, or no database test ran
         return
     import psycopg
 
     with psycopg.connect(_postgres_url("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database["TEST"]["NAME"]}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _postgres_url(name: str) -> str:
