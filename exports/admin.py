@@ -12,7 +12,6 @@ import math
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Q, QuerySet
 from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.defaultfilters import filesizeformat, pluralize
@@ -22,7 +21,6 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from filesync.admin import FileAdmin, ProjectAdmin, ReadOnlyAdmin
-from filesync.models import Membership
 
 from . import services
 from .admin_actions import export_files_as_binfile, export_projects_as_binfile
@@ -35,17 +33,6 @@ ProjectAdmin.actions = [*ProjectAdmin.actions, export_projects_as_binfile]
 
 #: Events the job page renders; older ones are counted, not listed (job.js keeps as many).
 EVENTS_SHOWN = 200
-
-
-def visible_jobs(user, jobs: QuerySet | None = None) -> QuerySet:
-    """`jobs` (by default exports: jobs_for(user); imports_for(user) for imports), narrowed
-    for staff who are not superusers to their own jobs and their teams' (as the filesync
-    admin scopes everything to the user's teams)."""
-    jobs = (jobs_for(user) if jobs is None else jobs).select_related("project")
-    if user.is_superuser:
-        return jobs
-    teams = Membership.objects.filter(user=user).values("team")
-    return jobs.filter(Q(created_by=user) | Q(project__team__in=teams))
 
 
 def percent_done(job: Job) -> int:
@@ -115,12 +102,6 @@ class JobAdmin(ReadOnlyAdmin):
     def has_view_permission(self, request, obj=None):
         return True
 
-    def may_act(self, request, job: Job) -> bool:
-        """Cancel (and retry): the job's owner, or whoever may change jobs of its kind."""
-        return job.created_by_id == request.user.pk or request.user.has_perm(
-            f"{self.opts.app_label}.change_{self.opts.model_name}"
-        )
-
     # --- the list ---------------------------------------------------------------------
 
     @admin.display(description="job", ordering="id")
@@ -181,7 +162,6 @@ class JobAdmin(ReadOnlyAdmin):
         job.refresh_from_db()
         for event in events:
             event.summary = event_summary(event.kind, event.data)
-        may_act = self.may_act(request, job)
         context = {
             **self.admin_site.each_context(request),
             "title": f"{self.kind.capitalize()} {str(job.pk)[:8]}",
@@ -193,8 +173,7 @@ class JobAdmin(ReadOnlyAdmin):
             "events": events,
             "earlier_events": total - len(events),
             "last_seq": events[-1].seq if events else 0,
-            "may_act": may_act,
-            "can_cancel": may_act and job.state in ACTIVE_STATES,
+            "can_cancel": job.state in ACTIVE_STATES,
             "api_url": f"/api/{self.kind}s/{job.pk}/",
             "socket_path": f"/ws/{self.kind}s/{job.pk}/",
             **self.job_context(request, job),
@@ -206,8 +185,6 @@ class JobAdmin(ReadOnlyAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         job = self.job_or_404(request, object_id)
-        if not self.may_act(request, job):
-            raise PermissionDenied
         try:
             job, message = act(job)
         except (ValidationError, Http404, PermissionDenied) as error:
@@ -247,7 +224,7 @@ class ExportJobAdmin(JobAdmin):
     list_filter = ["state", "libraries", "created_at"]
 
     def get_queryset(self, request):
-        return visible_jobs(request.user)
+        return jobs_for(request.user)
 
     @admin.display(description="size", ordering="artifact_size")
     def size(self, job):
@@ -266,10 +243,9 @@ class ExportJobAdmin(JobAdmin):
     def job_context(self, request, job: ExportJob) -> dict:
         return {
             "download": download_path(job) if job.state == JobState.SUCCEEDED else "",
-            "can_retry": self.may_act(request, job)
-            and job.state in (JobState.FAILED, JobState.CANCELLED),
+            "can_retry": job.state in (JobState.FAILED, JobState.CANCELLED),
             "files": job.pinned.select_related("file").order_by("position"),
-            "retries": visible_jobs(request.user).filter(retry_of=job).order_by("created_at"),
+            "retries": jobs_for(request.user).filter(retry_of=job).order_by("created_at"),
         }
 
     def retry_view(self, request, object_id):

@@ -18,7 +18,7 @@ from filesync.access import require_team_role
 from filesync.models import File, Project, Role
 
 from . import services
-from .admin import JobAdmin, error_place, visible_jobs
+from .admin import JobAdmin, error_place
 from .binfile.format import BinfileError
 from .models import EventKind, ImportJob
 from .selectors import imports_for
@@ -43,7 +43,7 @@ class ImportJobAdmin(JobAdmin):
     list_filter = ["state", "created_at"]
 
     def get_queryset(self, request):
-        return visible_jobs(request.user, imports_for(request.user))
+        return imports_for(request.user)
 
     def get_urls(self):
         return [

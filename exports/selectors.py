@@ -6,9 +6,14 @@ from .models import Event, ExportJob, ImportJob, Job
 
 
 def _visible(jobs: QuerySet, user) -> QuerySet:
-    """Staff see every job; anyone else their own."""
-    jobs = jobs.select_related("created_by")
-    return jobs if user.is_staff else jobs.filter(created_by=user)
+    """The one rule for jobs, used by the API, the event streams and the admin alike: a
+    job is seen, and acted on, by whoever started it, and by superusers. Staff status
+    opens the admin, not other people's jobs: an export holds whatever its creator could
+    read, and an import writes with its creator's rights."""
+    jobs = jobs.select_related("created_by", "project")
+    if not user.is_authenticated:
+        return jobs.none()
+    return jobs if user.is_superuser else jobs.filter(created_by=user)
 
 
 def jobs_for(user) -> QuerySet[ExportJob]:
@@ -16,7 +21,7 @@ def jobs_for(user) -> QuerySet[ExportJob]:
 
 
 def imports_for(user) -> QuerySet[ImportJob]:
-    return _visible(ImportJob.objects.select_related("project"), user)
+    return _visible(ImportJob.objects.all(), user)
 
 
 def events_after(jobs: type[Job], job_id, seq: int) -> QuerySet[Event]:

@@ -170,9 +170,6 @@ class Blob(models.Model):
     sha256 = models.CharField(max_length=64, primary_key=True, validators=[sha256_validator])
     size = models.BigIntegerField()
     content_type = models.CharField(max_length=100, default="application/octet-stream")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
     created_at = models.DateTimeField(auto_now_add=True)
     touched_at = models.DateTimeField(auto_now=True)
 
@@ -185,6 +182,25 @@ class Blob(models.Model):
     @property
     def storage_name(self) -> str:
         return blob_storage_name(self.sha256)
+
+
+class BlobHolder(models.Model):
+    """Someone who proved they hold a blob's bytes by sending them (PUT, tus, a multipart
+    upload, an import). Content addressing lets everyone's identical bytes share one
+    stored copy; this row is what lets one user, and not another, read that copy without
+    a file that references it. Knowing a sha256 proves nothing."""
+
+    blob = models.ForeignKey(Blob, on_delete=models.CASCADE, related_name="holders")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["blob", "user"], name="blob_holder_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} holds {self.blob_id}"
 
 
 def blob_storage_name(sha256: str) -> str:

@@ -5,9 +5,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from uuid import UUID
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
 from .models import (
+    Blob,
+    BlobHolder,
     File,
     MediaObject,
     Membership,
@@ -163,3 +165,28 @@ def files_for(user, *, include_deleted: bool = False) -> QuerySet[File]:
     if not include_deleted:
         files = files.filter(deleted_at__isnull=True)
     return files.select_related("project").prefetch_related("library_links")
+
+
+def held_blobs(user) -> QuerySet[Blob]:
+    """Blobs whose bytes the user sent and the server verified (BlobHolder rows)."""
+    return Blob.objects.filter(Exists(BlobHolder.objects.filter(blob=OuterRef("pk"), user=user)))
+
+
+def readable_blobs(user) -> QuerySet[Blob]:
+    """The one rule for bytes, used by the sync routes, media, imports and the admin alike:
+    a user reads a blob that a file they can see references (live, in the trash or in a
+    snapshot), or whose bytes they sent themselves; superusers read every blob.
+
+    Knowing a sha256 grants nothing: a media object that only names one stays pending
+    until bytes that hash to it are received from someone entitled (services.store_blob).
+    """
+    if not user.is_authenticated:
+        return Blob.objects.none()
+    if user.is_superuser:
+        return Blob.objects.all()
+    files = files_for(user, include_deleted=True).values("pk")
+    return Blob.objects.filter(
+        Exists(BlobHolder.objects.filter(blob=OuterRef("pk"), user=user))
+        | Exists(MediaObject.objects.filter(blob=OuterRef("pk"), file__in=files))
+        | Exists(SnapshotMedia.objects.filter(blob=OuterRef("pk"), snapshot__file__in=files))
+    )

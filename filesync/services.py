@@ -7,7 +7,7 @@ from uuid import UUID, uuid4
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, QuerySet
 from django.utils import timezone
 
 from . import blobstore
@@ -24,6 +24,7 @@ from .copying import (
 from .feed import record_change
 from .models import (
     Blob,
+    BlobHolder,
     ChangeKind,
     File,
     FileLibrary,
@@ -39,7 +40,7 @@ from .models import (
     empty_assets,
     sha256_validator,
 )
-from .selectors import FileState, get_file
+from .selectors import FileState, files_for, get_file, readable_blobs
 
 FILE_NAME_LENGTH = File._meta.get_field("name").max_length
 SNAPSHOT_LABEL_LENGTH = Snapshot._meta.get_field("label").max_length
@@ -152,27 +153,29 @@ def store_blob(
     `verified` is a digest the caller computed from these very bytes (while receiving
     them), which spares hashing them again. The Blob row is written only after the bytes
     are stored, so a row always means the bytes are there. Bytes already stored are not
-    written again.
+    written again. `user` is who sent them: they become one of the blob's holders, and
+    media waiting for these bytes in files they can see become ready. A store by Ferry
+    itself (a follower copying its leader) passes no user and readies nothing.
     """
     stream = blobstore.seekable_copy(stream)
     stream.seek(0)
     digest = verified or blobstore.digest_stream(stream)
-    if Blob.objects.filter(pk=digest.sha256).update(touched_at=timezone.now()):
-        return Blob.objects.get(pk=digest.sha256)
-    stream.seek(0)
-    blobstore.write_blob(digest.sha256, stream)
+    if not Blob.objects.filter(pk=digest.sha256).update(touched_at=timezone.now()):
+        stream.seek(0)
+        blobstore.write_blob(digest.sha256, stream)
     with transaction.atomic():
         blob, _ = Blob.objects.get_or_create(
-            sha256=digest.sha256,
-            defaults={"size": digest.size, "content_type": content_type, "created_by": user},
+            sha256=digest.sha256, defaults={"size": digest.size, "content_type": content_type}
         )
-        _attach_pending_media(blob)
+        if user is not None:
+            BlobHolder.objects.get_or_create(blob=blob, user=user)
+            _attach_pending_media(blob, files_for(user, include_deleted=True))
     return blob
 
 
-def _attach_pending_media(blob: Blob) -> None:
-    """Media that were waiting for these bytes become ready."""
-    pending = MediaObject.objects.filter(sha256=blob.sha256, blob__isnull=True)
+def _attach_pending_media(blob: Blob, files: QuerySet[File]) -> None:
+    """Media of these files that were waiting for these bytes become ready."""
+    pending = MediaObject.objects.filter(sha256=blob.sha256, blob__isnull=True, file__in=files)
     for media in pending.select_related("file__project"):
         MediaObject.objects.filter(pk=media.pk).update(blob=blob)
         record_change(
@@ -186,22 +189,24 @@ def add_media(
     name: str,
     stream: BinaryIO,
     content_type: str,
+    user=None,
     width: int | None = None,
     height: int | None = None,
     media_id: UUID | None = None,
 ) -> MediaObject:
-    """Store the bytes and attach them to the file. `media_id` keeps a known id (mirrors).
+    """Store the bytes `user` sent and attach them to the file. `media_id` keeps a known id.
 
     A file in the trash or gone is refused (File.DoesNotExist) before the bytes are
     stored, so a refusal leaves no blob behind; a file deleted between that check and
     the attaching write leaves an unused blob, which the purge removes after its grace.
     """
     get_file(file.pk)
-    blob = store_blob(stream=stream, content_type=content_type)
-    return add_pending_media(
+    blob = store_blob(stream=stream, content_type=content_type, user=user)
+    return _create_media(
         file=file,
-        name=name,
+        blob=blob,
         sha256=blob.sha256,
+        name=name,
         content_type=content_type,
         width=width,
         height=height,
@@ -215,19 +220,48 @@ def add_pending_media(
     name: str,
     sha256: str,
     content_type: str,
+    user,
     width: int | None = None,
     height: int | None = None,
     media_id: UUID | None = None,
 ) -> MediaObject:
-    """A media object whose bytes come later (a client or a replica uploads them): pending
-    until a blob with this sha256 is stored and verified, ready at once if it already is."""
+    """A media object whose bytes come later (a client or a replica uploads them).
+
+    It is ready at once only when `user` may already read those bytes
+    (selectors.readable_blobs); otherwise it stays pending, whether or not someone else
+    stored them, until bytes that hash to it are received from a user who can see the
+    file (store_blob). Naming a sha256 never reveals, or grants, bytes held elsewhere.
+    """
     sha256_validator(sha256)
+    return _create_media(
+        file=file,
+        blob=readable_blobs(user).filter(pk=sha256).first(),
+        sha256=sha256,
+        name=name,
+        content_type=content_type,
+        width=width,
+        height=height,
+        media_id=media_id,
+    )
+
+
+def _create_media(
+    *,
+    file: File,
+    blob: Blob | None,
+    sha256: str,
+    name: str,
+    content_type: str,
+    width: int | None,
+    height: int | None,
+    media_id: UUID | None,
+) -> MediaObject:
     with transaction.atomic():
         file = get_file(file.pk, for_update=True).file
         media = MediaObject.objects.create(
             id=media_id or uuid4(),
             file=file,
-            blob=Blob.objects.filter(pk=sha256).first(),
+            blob=blob,
             sha256=sha256,
             name=name,
             mtype=content_type,

@@ -9,8 +9,7 @@ from rest_framework.response import Response
 
 from filesync.api.errors import Conflict
 from filesync.api.views import UUIDLookup
-from filesync.models import Blob
-from filesync.selectors import projects_for
+from filesync.selectors import projects_for, readable_blobs
 
 from .. import services
 from ..binfile.format import BinfileError
@@ -69,8 +68,7 @@ class ImportJobViewSet(
         project = get_object_or_404(projects_for(user), pk=data["project"])
         blob = None
         if "blob" in data:
-            uploads = Blob.objects.all() if user.is_staff else Blob.objects.filter(created_by=user)
-            blob = get_object_or_404(uploads, pk=data["blob"])
+            blob = get_object_or_404(readable_blobs(user), pk=data["blob"])
         try:
             job = services.create_import_job(
                 user=user, project=project, upload=data.get("file"), blob=blob

@@ -258,6 +258,7 @@ class MediaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildVi
                 name=data["name"],
                 sha256=data["sha256"],
                 content_type=data.get("mtype") or "application/octet-stream",
+                user=request.user,
                 width=data.get("width"),
                 height=data.get("height"),
             )
@@ -267,6 +268,7 @@ class MediaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildVi
                 name=data.get("name") or data["upload"].name,
                 stream=data["upload"],
                 content_type=data["upload"].content_type or "application/octet-stream",
+                user=request.user,
                 width=data.get("width"),
                 height=data.get("height"),
             )

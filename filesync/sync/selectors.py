@@ -5,21 +5,13 @@ from collections.abc import Iterator
 from django.db.models import Q, QuerySet
 
 from ..models import Blob, Change, FeedCursor, MediaObject, SnapshotMedia
-from ..selectors import FileState, files_for, teams_for
+from ..selectors import FileState, files_for, readable_blobs, teams_for
 
 
 def readable_blob(user, sha256: str) -> Blob | None:
-    """A blob the user may read: used by a file they can see (live or in a snapshot), or
-    uploaded by them. Anything else looks like it does not exist."""
-    blob = Blob.objects.filter(pk=sha256).first()
-    if blob is None or user.is_superuser or blob.created_by_id == user.pk:
-        return blob
-    files = files_for(user, include_deleted=True)
-    used = (
-        MediaObject.objects.filter(blob=blob, file__in=files).exists()
-        or SnapshotMedia.objects.filter(blob=blob, snapshot__file__in=files).exists()
-    )
-    return blob if used else None
+    """The blob if the user may read it (filesync.selectors.readable_blobs); anything else
+    looks like it does not exist."""
+    return readable_blobs(user).filter(pk=sha256).first()
 
 
 def blob_references(sha256: str) -> bool:

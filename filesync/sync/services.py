@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import blobstore
-from ..models import Blob, ContentLock, Replica
+from ..models import Blob, BlobHolder, ContentLock, Replica
 from .selectors import blob_references, feed_position
 
 
@@ -58,12 +58,14 @@ def release_lock(*, lock: ContentLock) -> None:
     lock.delete()
 
 
-def remove_blob(*, blob: Blob, before: datetime) -> None:
+def remove_blob(*, blob: Blob, before: datetime, holder=None) -> None:
     """Remove a blob nobody needs, before the caller's deadline, or refuse with the reason.
 
-    Checks and removal happen under the blob's row lock, and the bytes go before the row
-    is released: an upload of the same content waits for that lock, finds no row, and
-    writes the bytes again, so a row never outlives its bytes.
+    With a `holder` (a user removing bytes they sent) only their holding goes when
+    someone else also sent these bytes: one user's delete never takes bytes another
+    user uploaded. Checks and removal happen under the blob's row lock, and the bytes go
+    before the row is released: an upload of the same content waits for that lock, finds
+    no row, and writes the bytes again, so a row never outlives its bytes.
     """
     with transaction.atomic():
         locked = Blob.objects.select_for_update().filter(pk=blob.pk).first()
@@ -76,6 +78,10 @@ def remove_blob(*, blob: Blob, before: datetime) -> None:
             raise Refused("locked", "A retention lock holds this blob.")
         if blob_references(blob.pk):
             raise Refused("referenced", "A media object or a snapshot still uses this blob.")
+        if holder is not None:
+            BlobHolder.objects.filter(blob=blob, user=holder).delete()
+            if BlobHolder.objects.filter(blob=blob).exists():
+                return
         ContentLock.objects.filter(blob_id=blob.pk).delete()
         locked.delete()
         blobstore.delete_blob(blob.pk)

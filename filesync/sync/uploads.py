@@ -17,8 +17,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .. import blobstore, services
-from ..models import Blob, Upload
+from ..models import Upload
 from ..resumable_hash import ResumableSha256
+from ..selectors import readable_blobs
 
 CHUNK = 1024 * 1024
 EMPTY = hashlib.sha256(b"").hexdigest()
@@ -51,7 +52,7 @@ def create_upload(*, owner, length: int, sha256: str, metadata: dict) -> Upload:
         metadata=metadata,
         expires_at=now + timedelta(seconds=settings.SYNC_UPLOAD_TTL_SECONDS),
     )
-    if Blob.objects.filter(pk=sha256).exists():  # nothing to send: the bytes are here
+    if readable_blobs(owner).filter(pk=sha256).exists():  # nothing to send: they read it already
         Upload.objects.filter(pk=upload.pk).update(offset=length, completed_at=now)
         upload.refresh_from_db()
     else:

@@ -29,7 +29,7 @@ from ..api.views import pending_response
 from ..feed import GROUP
 from ..http import ranged_file_response
 from ..models import ContentLock, Replica, sha256_validator
-from ..selectors import files_for, get_file
+from ..selectors import files_for, get_file, held_blobs
 from . import services as sync_services
 from .selectors import changes_for, feed_position, file_content, pending_for, readable_blob
 
@@ -136,7 +136,8 @@ class BlobView(APIView):
 
     def delete(self, request, sha256):
         blob = _blob_or_404(request.user, sha256)
-        if not (request.user.is_staff or blob.created_by_id == request.user.pk):
+        superuser = request.user.is_superuser
+        if not (superuser or held_blobs(request.user).filter(pk=blob.pk).exists()):
             raise Http404("No such blob.")
         before = _timestamp(request.query_params.get("before", ""))
         if before is None:
@@ -144,7 +145,9 @@ class BlobView(APIView):
                 {"before": ["A timestamp (from /api/sync/timestamp) is required."]}, status=400
             )
         try:
-            sync_services.remove_blob(blob=blob, before=before)
+            sync_services.remove_blob(
+                blob=blob, before=before, holder=None if superuser else request.user
+            )
         except sync_services.Refused as error:
             return _refused(error)
         return Response(status=status.HTTP_204_NO_CONTENT)

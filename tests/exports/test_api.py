@@ -74,7 +74,7 @@ def test_foreign_and_unknown_ids_answer_404_and_create_nothing(api_for, outsider
     assert store_state() == before
 
 
-def test_jobs_are_their_owners_and_staffs(api_for, editor, viewer, finished, make_user):
+def test_jobs_are_their_owners_and_superusers(api_for, editor, viewer, finished, make_user):
     assert [j["id"] for j in api_for(editor).get("/api/exports/").json()["results"]] == [
         str(finished.id)
     ]
@@ -86,8 +86,13 @@ def test_jobs_are_their_owners_and_staffs(api_for, editor, viewer, finished, mak
     assert other.delete(f"/api/exports/{finished.id}/").status_code == 404
     assert other.post(f"/api/exports/{finished.id}/retry/").status_code == 404
     assert store_state() == before
-    staff = make_user("stella", is_staff=True)
-    assert api_for(staff).get(f"/api/exports/{finished.id}/").status_code == 200
+    staff = api_for(make_user("stella", is_staff=True))
+    before = store_state()
+    assert staff.get(f"/api/exports/{finished.id}/").status_code == 404
+    assert staff.delete(f"/api/exports/{finished.id}/").status_code == 404
+    assert store_state() == before
+    root = make_user("root", is_staff=True, is_superuser=True)
+    assert api_for(root).get(f"/api/exports/{finished.id}/").status_code == 200
 
 
 def test_download_streams_the_artifact_with_ranges(api_for, editor, finished):

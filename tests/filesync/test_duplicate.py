@@ -243,9 +243,9 @@ def test_duplicating_a_project_relinks_references_between_its_files(
     assert named.name == "Website v2"
 
 
-def test_pending_media_refuses_and_writes_nothing(rich_design, project):
+def test_pending_media_refuses_and_writes_nothing(rich_design, project, editor):
     services.add_pending_media(
-        file=rich_design, name="later.png", sha256="ab" * 32, content_type="image/png"
+        file=rich_design, name="later.png", sha256="ab" * 32, content_type="image/png", user=editor
     )
     before = store_state()
 
@@ -336,9 +336,11 @@ def test_restore_over_the_file_names_an_unlabelled_snapshot_by_id(design):
     assert Snapshot.objects.filter(label=f"Before restoring {snapshot.pk}").exists()
 
 
-def test_restore_over_a_file_with_pending_media_refuses(design):
+def test_restore_over_a_file_with_pending_media_refuses(design, editor):
     snapshot = services.create_snapshot(file=design)
-    services.add_pending_media(file=design, name="x", sha256="cd" * 32, content_type="image/png")
+    services.add_pending_media(
+        file=design, name="x", sha256="cd" * 32, content_type="image/png", user=editor
+    )
     before = store_state()
     with pytest.raises(ValidationError):
         services.restore_snapshot(snapshot=snapshot)
@@ -451,7 +453,9 @@ def test_api_duplicating_a_file_in_the_trash_is_409(api_for, editor, design):
 
 
 def test_api_duplicating_with_pending_media_is_400(api_for, editor, design):
-    services.add_pending_media(file=design, name="x", sha256="ef" * 32, content_type="image/png")
+    services.add_pending_media(
+        file=design, name="x", sha256="ef" * 32, content_type="image/png", user=editor
+    )
     client = api_for(editor)
     before = store_state()
     response = client.post(f"/api/files/{design.id}/duplicate/")
@@ -567,8 +571,10 @@ def test_admin_duplicates_files(staff, rich_design, library):
     assert not File.objects.filter(name="Old (copy)").exists()
 
 
-def test_admin_duplicate_reports_pending_media(staff, design):
-    services.add_pending_media(file=design, name="x", sha256="12" * 32, content_type="image/png")
+def test_admin_duplicate_reports_pending_media(staff, design, editor):
+    services.add_pending_media(
+        file=design, name="x", sha256="12" * 32, content_type="image/png", user=editor
+    )
     before = store_state()
     response = run_action(staff, "/admin/filesync/file/", "duplicate", design)
     assert any("still uploading" in m for m in messages_of(response))

@@ -10,7 +10,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from filesync import services
-from filesync.models import Blob, Change, ContentLock
+from filesync.models import Blob, BlobHolder, Change, ContentLock
 from tests.downloads import download, served_by_s3
 from tests.snapshot import store_state
 from tests.waiting import patience, wait_for
@@ -165,7 +165,7 @@ def test_remove_refuses_referenced_locked_and_late_requests(api_for, editor, mak
 
 
 def test_remove_refuses_a_blob_in_use(api_for, editor, media):
-    Blob.objects.filter(pk=media.blob_id).update(created_by=editor)
+    BlobHolder.objects.create(blob_id=media.blob_id, user=editor)
     client = api_for(editor)
     deadline = timestamp(client)
     before = store_state()

@@ -77,9 +77,8 @@
     badge.textContent = job.state;
     badge.className = `export-badge export-badge--${job.state}`;
     root.dataset.state = job.state;
-    const mayAct = root.dataset.mayAct === "1";
-    setHidden("job-cancel", !(mayAct && (job.state === "queued" || job.state === "running")));
-    setHidden("job-retry", !(mayAct && (job.state === "failed" || job.state === "cancelled")));
+    setHidden("job-cancel", !(job.state === "queued" || job.state === "running"));
+    setHidden("job-retry", !(job.state === "failed" || job.state === "cancelled"));
     if (job.state !== "succeeded") setHidden("job-download", true);
   }
 
