@@ -23,10 +23,14 @@ def team_role(user, team_id: UUID) -> Role | None:
     return Role(role) if role else None
 
 
-def require_team_role(user, team_id: UUID, minimum: Role = Role.VIEWER) -> Role:
+def require_team_role(
+    user, team_id: UUID, minimum: Role = Role.VIEWER, *, not_found: str = "No such object."
+) -> Role:
+    """The user's role, or a 404 saying `not_found`: the words a missing object gets, so
+    an outsider cannot tell someone else's object from one that does not exist."""
     role = team_role(user, team_id)
     if role is None:
-        raise Http404("No such object.")
+        raise Http404(not_found)
     if role.rank < minimum.rank:
         raise PermissionDenied(f"This needs the {minimum.label.lower()} role in the team.")
     return role

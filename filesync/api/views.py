@@ -55,7 +55,7 @@ def file_for(user, file_id, minimum: Role = Role.VIEWER, *, writable: bool = Fal
         file = get_file(file_id, include_deleted=True).file
     except File.DoesNotExist:
         raise Http404("No such file.") from None
-    require_team_role(user, file.project.team_id, minimum)
+    require_team_role(user, file.project.team_id, minimum, not_found="No such file.")
     if writable and file.is_deleted:
         raise Conflict("The file is deleted; restore it first.")
     return file
