@@ -228,23 +228,30 @@ def test_transient_failures_back_off_on_the_standard_schedule_then_give_up_after
         ("120", timedelta(seconds=120)),  # longer than the schedule's 5 s: obeyed
         ("1", timedelta(seconds=5)),  # sooner than the schedule: the schedule stands
         ("999999", timedelta(hours=10)),  # past the bound: the bound
-        ("in an hour", timedelta(hours=1)),  # an HTTP date
         ("soon", timedelta(seconds=5)),  # unreadable: the schedule
     ],
 )
 def test_retry_after_is_honoured_within_bounds(
     receiver, callbacks_allowed, secret, workspace, editor, asked, wait
 ):
-    if asked == "in an hour":
-        asked = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
     endpoint = receiver((429, {"Retry-After": asked}))
     job = finished_job(workspace, editor, endpoint.url)
     before = timezone.now()
     assert tasks.deliver_callback(str(job.pk)) == "retry"
     after = timezone.now()
     (retry,) = retries_of(job)
-    slack = timedelta(seconds=1)  # an HTTP date has whole seconds
-    assert before + wait - slack <= retry.next_run <= after + wait + slack
+    assert before + wait <= retry.next_run <= after + wait
+
+
+def test_retry_after_as_an_http_date_is_honoured(
+    receiver, callbacks_allowed, secret, workspace, editor
+):
+    asked = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    endpoint = receiver((503, {"Retry-After": format_datetime(asked, usegmt=True)}))
+    job = finished_job(workspace, editor, endpoint.url)
+    assert tasks.deliver_callback(str(job.pk)) == "retry"
+    (retry,) = retries_of(job)
+    assert abs(retry.next_run - asked) < timedelta(seconds=1)
 
 
 def test_a_connection_error_is_retried(callbacks_allowed, secret, workspace, editor):
