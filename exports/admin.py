@@ -255,5 +255,6 @@ class ExportJobAdmin(JobAdmin):
         return self._button(request, object_id, retry)
 
 
-# The import jobs' admin and the project's "Import binfile" page (registers ImportJobAdmin).
-from . import admin_imports  # noqa: E402, F401
+# The import jobs' admin and the project's "Import binfile" page (registers ImportJobAdmin);
+# webhook secrets, listed read-only without their values.
+from . import admin_imports, admin_webhooks  # noqa: E402, F401

@@ -85,6 +85,8 @@ class ExportJob(Job):
     callback_url = models.URLField(blank=True)
     callback_state = models.CharField(max_length=10, blank=True)
     callback_attempts = models.PositiveSmallIntegerField(default=0)
+    #: When the scheduled retry of the callback runs; empty when none is scheduled.
+    callback_next_attempt_at = models.DateTimeField(null=True, blank=True)
     retry_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
     )
@@ -285,3 +287,25 @@ class ImportEvent(Event):
 
     class Meta(Event.Meta):
         constraints = [models.UniqueConstraint(fields=["job", "seq"], name="importevent_seq")]
+
+
+class WebhookSecret(models.Model):
+    """A user's key for signing the callbacks of their exports (Standard Webhooks, `whsec_`
+    and base64). Symmetric, so the server keeps it to sign; it is shown once, when made,
+    and never again. Rotating it replaces the row's value."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_secret"
+    )
+    secret = models.CharField(max_length=100)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(secret__startswith="whsec_"), name="webhooksecret_prefixed"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Webhook secret of {self.user}"

@@ -2,7 +2,7 @@
 
 from django.db.models import QuerySet
 
-from .models import Event, ExportJob, ImportJob, Job
+from .models import Event, ExportJob, ImportJob, Job, WebhookSecret
 
 
 def _visible(jobs: QuerySet, user) -> QuerySet:
@@ -80,3 +80,20 @@ def describe_import(job: ImportJob) -> dict:
         files=job.files,
     )
     return document
+
+
+def describe_callback(job: ExportJob) -> dict | None:
+    """Where the delivery of an export's callback stands, for its owner and operators."""
+    if not job.callback_url:
+        return None
+    next_at = job.callback_next_attempt_at
+    return {
+        "url": job.callback_url,
+        "state": job.callback_state or "pending",
+        "attempts": job.callback_attempts,
+        "next_attempt_at": next_at.isoformat() if next_at else None,
+    }
+
+
+def webhook_secret_for(user) -> WebhookSecret | None:
+    return WebhookSecret.objects.filter(user=user).first() if user else None

@@ -1,8 +1,10 @@
 """Export and import jobs: create (pin the plan, take the upload), cancel, and the
 housekeeping the scheduler runs."""
 
+import base64
 import logging
 import os
+import secrets
 from datetime import timedelta
 from typing import BinaryIO
 from uuid import UUID, uuid4
@@ -33,6 +35,7 @@ from .models import (
     LibrariesMode,
     PinnedFile,
     PinnedRelation,
+    WebhookSecret,
 )
 from .queue import enqueue_export, enqueue_import
 from .sinks import IMPORTS, PARTIALS, exports_storage, uses_s3
@@ -73,6 +76,13 @@ def _files_to_export(*, file_ids, project, snapshot) -> list[tuple[File, Snapsho
     return [(files[i], None) for i in sorted(files)]
 
 
+NO_WEBHOOK_SECRET = (
+    "Callbacks are signed with your webhook secret, and you have none yet: make one with "
+    "POST /api/webhook-secret/ (or ask an operator to run manage.py webhook_secret --user "
+    "NAME), then create the export again."
+)
+
+
 def create_export_job(
     *,
     user=None,
@@ -89,6 +99,8 @@ def create_export_job(
     `user=None` is an operator at the command line; anyone else must be able to read
     every file (an outsider gets a 404, as for any file they cannot see).
     """
+    if callback_url and not WebhookSecret.objects.filter(user=user).exists():
+        raise ValidationError({"callback_url": NO_WEBHOOK_SECRET})
     if libraries not in LibrariesMode.values:
         raise ValidationError({"libraries": f"Must be one of {', '.join(LibrariesMode.values)}."})
     chosen = _files_to_export(file_ids=file_ids, project=project, snapshot=snapshot)
@@ -303,3 +315,14 @@ def create_import_job(
         remove_source(job)
         raise
     return job
+
+
+def issue_webhook_secret(*, user) -> tuple[WebhookSecret, str]:
+    """A new signing key for the user's callbacks, replacing any earlier one, and its value,
+    which the caller shows once: 32 random bytes, `whsec_` and base64 as Standard Webhooks
+    writes them (its library verifies, it does not make keys)."""
+    value = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    secret, _ = WebhookSecret.objects.update_or_create(
+        user=user, defaults={"secret": value, "created_at": timezone.now()}
+    )
+    return secret, value

@@ -233,8 +233,6 @@ EXPORT_PROGRESS_INTERVAL = float(os.environ.get("EXPORT_PROGRESS_INTERVAL", 0.25
 EXPORT_LINK_TTL_SECONDS = int(os.environ.get("EXPORT_LINK_TTL_SECONDS", 3600))
 #: Hosts an export's callback_url may point at (no server-side request forgery).
 EXPORT_CALLBACK_HOSTS = [h for h in os.environ.get("EXPORT_CALLBACK_HOSTS", "").split(",") if h]
-#: HMAC key for callback signatures (defaults to SECRET_KEY).
-EXPORT_CALLBACK_SECRET = os.environ.get("EXPORT_CALLBACK_SECRET", "")
 
 # Imports: what an archive may declare before a byte of it is read (zip bombs, floods).
 IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES", 10 * 1024**3))

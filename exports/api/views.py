@@ -17,13 +17,14 @@ from filesync.selectors import files_for, projects_for
 from .. import services
 from ..links import check_download_token, download_filename, download_path
 from ..models import JobState
-from ..selectors import describe_job, jobs_for
+from ..selectors import describe_callback, describe_job, jobs_for
 from ..sinks import artifact_opener, artifact_presigned_url
 from .serializers import ExportRequestSerializer
 
 
 def job_document(request, job) -> dict:
     document = describe_job(job)
+    document["callback"] = describe_callback(job)
     document["links"] = {
         "self": request.build_absolute_uri(f"/api/exports/{job.pk}/"),
         "events": request.build_absolute_uri(f"/api/exports/{job.pk}/events"),
