@@ -170,6 +170,17 @@ def test_a_declared_6_gib_put_is_413_with_nothing_sent(asgi_server, editor):
     assert store_state() == before
 
 
+def test_a_client_that_expects_100_continue_gets_the_refusal_instead(asgi_server):
+    """The server sends 100 Continue only when the app first reads; a refusal never does."""
+    answer = push(
+        asgi_server,
+        f"PUT /api/sync/blobs/{SHA} HTTP/1.1\nHost: 127.0.0.1\nExpect: 100-continue\n"
+        f"Content-Length: {300 * MiB}\n",
+        body_bytes=0,
+    )
+    assert answer.status == 401 and answer.headers["connection"] == "close"
+
+
 def test_a_session_counts_as_an_identity(asgi_server, editor):
     """A logged-in browser passes the guard (here to a 413); CSRF stays the view's."""
     client = Client()
