@@ -33,6 +33,7 @@ ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 #: (Django keeps those in memory, at most DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MiB by default).
 MULTIPART_ENVELOPE = 8 * 1024 * 1024
 _DIGITS = re.compile(rb"[0-9]+")
+TOO_LARGE = "The body is larger than this server accepts."
 
 
 def _blob_limit() -> int:
@@ -95,7 +96,9 @@ class UploadGuard:
             return
         await self.app(scope, receive, send)
 
-    async def _counted(self, scope: dict, receive: Callable, send: Callable, route) -> None:
+    async def _counted(
+        self, scope: dict, receive: Callable, send: Callable, route: UploadRoute
+    ) -> None:
         """A body of no declared length (chunked): pass it on while it stays within the
         limit; past it, tell the app the client left (Django drops a body it was still
         reading, answering nothing) and answer 413 in its place."""
@@ -118,7 +121,7 @@ class UploadGuard:
 
         await self.app(scope, counting_receive, noting_send)
         if cut and not started:
-            await respond(send, Refusal(413, "The body is larger than this server accepts."), route)
+            await respond(send, Refusal(413, TOO_LARGE), route)
 
 
 def upload_route(scope: dict) -> UploadRoute | None:
@@ -148,7 +151,7 @@ async def refusal_for(scope: dict, route: UploadRoute) -> Refusal | None:
     if declared is None and route.length_required:
         return Refusal(411, "Content-Length is required.")
     if declared is not None and declared > route.limit():
-        return Refusal(413, "The body is larger than this server accepts.")
+        return Refusal(413, TOO_LARGE)
     if route.tus and route.method == "POST":
         length = _declared(scope, b"upload-length")
         if isinstance(length, int) and length > route.limit():
