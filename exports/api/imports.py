@@ -47,6 +47,7 @@ class ImportJobViewSet(
 
     serializer_class = ImportRequestSerializer
     parser_classes = [MultiPartParser, JSONParser]
+    throttle_scopes = {"create": "imports"}
 
     def get_queryset(self):
         return imports_for(self.request.user)
