@@ -23,6 +23,10 @@ SERVICES_ENV = \
 
 .PHONY: run test test-services lint bench-upload clean
 
+# The demo runs with DEBUG on (a per-machine key in var/, static files from the apps);
+# Ferry's own default is off (docs/operations.md, "Production settings").
+run: export DJANGO_DEBUG = 1
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -31,6 +32,8 @@ class Ferry:
             for name in SERVICE_VARIABLES:
                 self.env.pop(name, None)
         self.env["FERRY_VAR_DIR"] = str(self.var)
+        # A throw-away Ferry's own key: with DEBUG off none would start without one.
+        self.env.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 
     def manage(self, *args: str) -> tuple[str, float, int]:
         """Run manage.py; return (stdout, wall seconds, peak RSS in bytes)."""

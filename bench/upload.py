@@ -22,6 +22,7 @@ import argparse
 import os
 import re
 import resource
+import secrets
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,7 @@ print(services.create_file(project=project, name="Upload bench").pk)
 
 def bench_env(var_dir: Path, keep_env: bool) -> dict[str, str]:
     env = dict(os.environ, FERRY_VAR_DIR=str(var_dir))
+    env.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))  # DEBUG is off
     if not keep_env:
         for name in list(env):
             if name in DROPPED_ENV or name.startswith("AWS_"):

@@ -6,6 +6,8 @@ import asyncio
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from filesync.http import ascii_int
+
 from .listening import event_payload
 from .listening import job_events as follow
 from .sse import VISIBLE
@@ -45,6 +47,6 @@ class ImportEventsConsumer(JobEventsConsumer):
 def _after(query: bytes) -> int:
     for part in query.decode().split("&"):
         key, _, value = part.partition("=")
-        if key == "after" and value.isdigit():
-            return int(value)
+        if key == "after" and (after := ascii_int(value)) is not None:
+            return after
     return 0

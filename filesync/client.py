@@ -103,7 +103,7 @@ class SyncClient:
             raise Interrupted("Stopped before the next request.")
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after and retry_after.isdigit():
+        if retry_after and retry_after.isascii() and retry_after.isdigit():
             return float(retry_after)
         return self.backoff * 2**attempt * random.uniform(0.5, 1.5)
 

@@ -11,7 +11,15 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 
 CHUNK = 1024 * 1024
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.ASCII)
+
+
+def ascii_int(value: str | None) -> int | None:
+    """A header's (or parameter's) non-negative integer, or None: ASCII digits only, since
+    str.isdigit() also accepts digits such as '²' that int() refuses."""
+    if value and value.isascii() and value.isdigit():
+        return int(value)
+    return None
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:

@@ -20,10 +20,9 @@ def _env_bool(name: str, default: bool) -> bool:
     return os.environ.get(name, str(int(default))).lower() in {"1", "true", "yes", "on"}
 
 
-def _secret_key() -> str:
-    """Use DJANGO_SECRET_KEY, or a key generated once per machine and kept in var/."""
-    if key := os.environ.get("DJANGO_SECRET_KEY"):
-        return key
+def _development_secret_key() -> str:
+    """A key generated once per machine and kept in var/: enough for a demo, wrong for a
+    deployment, where every node must sign with the same key (see project/checks.py)."""
     key_file = VAR_DIR / "secret_key"
     if not key_file.exists():
         key_file.write_text(secrets.token_urlsafe(50))
@@ -31,12 +30,28 @@ def _secret_key() -> str:
     return key_file.read_text().strip()
 
 
-SECRET_KEY = _secret_key()
-DEBUG = _env_bool("DJANGO_DEBUG", True)
+DEBUG = _env_bool("DJANGO_DEBUG", False)
+#: Empty without DJANGO_SECRET_KEY and DEBUG off: the check ferry.E001 then refuses to start.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or (_development_secret_key() if DEBUG else "")
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
 CSRF_TRUSTED_ORIGINS = [
     origin for origin in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if origin
 ]
+
+# HTTPS (docs/operations.md, "Production settings"). With DEBUG off, cookies are Secure and
+# HSTS is sent (on HTTPS requests only), which a deployment behind a TLS proxy survives
+# unconfigured; redirecting to HTTPS needs to know what the proxy saw, so it follows
+# DJANGO_SECURE_PROXY_SSL_HEADER (e.g. X-Forwarded-Proto) unless set on its own.
+_proxy_ssl_header = os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "")
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+)
+SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT", bool(SECURE_PROXY_SSL_HEADER))
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000))
+# Both reach beyond this host (every subdomain; browsers' built-in lists): the domain's call.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -55,6 +70,7 @@ INSTALLED_APPS = [
     "filesync",
     "filesync.follower",
     "exports",
+    "project",
 ]
 
 MIDDLEWARE = [
@@ -116,8 +132,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT") or VAR_DIR / "static")
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 WHITENOISE_USE_FINDERS = DEBUG
 
@@ -183,6 +199,20 @@ CHANNEL_LAYERS = {
     )
 }
 
+# The cache holds the API's throttle counters, which every node must share: Redis when
+# REDIS_URL is set, otherwise this process's memory (one node only).
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "ferry"),
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 Q_BROKER = os.environ.get("Q_BROKER", "orm")
 Q_CLUSTER = {
     # Clusters sharing a broker share a queue by name; give separate deployments their own.
@@ -207,6 +237,17 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "filesync.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["filesync.api.throttling.ActionRateThrottle"],
+    # Per user (per address when anonymous), within the view's `throttle_scopes`.
+    "DEFAULT_THROTTLE_RATES": {
+        scope: os.environ.get(f"FERRY_THROTTLE_{scope.upper()}", rate)
+        for scope, rate in {
+            "exports": "60/min",
+            "imports": "30/min",
+            "uploads": "600/min",
+            "blob_reads": "1200/min",
+        }.items()
+    },
 }
 
 SPECTACULAR_SETTINGS = {
@@ -217,6 +258,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Schema warnings are the API docs' matter, not the deployment's: kept out of
+    # `check --deploy` (docs/decisions.md); `manage.py spectacular --validate` shows them.
+    "ENABLE_DJANGO_DEPLOY_CHECK": False,
 }
 
 LOGIN_URL = "admin:login"

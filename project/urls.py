@@ -10,3 +10,6 @@ urlpatterns = [
     path("api/", include("exports.api.urls")),
     path("api/", include("filesync.api.urls")),
 ]
+
+handler404 = "project.errors.not_found"
+handler500 = "project.errors.server_error"

@@ -38,6 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Both are stretched by FERRY_TEST_PATIENCE.
 TEST_TIMEOUT = 180
 
+# pytest-django loads the settings before this module, with DEBUG off and, unless the
+# environment gives one, no SECRET_KEY (the check ferry.E001 refuses to start so). The
+# suite signs with a key of its own, and the processes it starts inherit it.
+os.environ.setdefault("DJANGO_SECRET_KEY", "ferry-tests-" + "not-a-secret-" * 4)
+django_settings.SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
+
 
 def pytest_configure(config):
     """A run started in the background by a non-interactive shell (`make test &`, nohup)
@@ -134,6 +140,29 @@ def isolated_storages(settings, tmp_path):
     settings.FILE_UPLOAD_TEMP_DIR = str(var_dir / "tmp")
     os.makedirs(settings.FILE_UPLOAD_TEMP_DIR)
     return {"FERRY_VAR_DIR": str(var_dir), "FERRY_S3_PREFIX": prefix}
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(settings) -> dict:
+    """A cache key prefix of each test's own, so that the API's throttle counts never
+    carry over from one test (or run sharing a Redis) to another; `live_env` hands it on."""
+    prefix = f"test-{uuid.uuid4().hex}"
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": prefix}}
+    return {"CACHE_KEY_PREFIX": prefix}
+
+
+@pytest.fixture(scope="session")
+def collected_static(tmp_path_factory) -> Path:
+    """Static files collected once per run, which servers with DEBUG off serve (WhiteNoise
+    uses Django's finders only with DEBUG on), as a deployment does after collectstatic."""
+    root = tmp_path_factory.mktemp("static")
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        env={**os.environ, "DJANGO_STATIC_ROOT": str(root)},
+        cwd=ROOT,
+        check=True,
+    )
+    return root
 
 
 @pytest.fixture(autouse=True)
@@ -335,7 +364,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def live_env(transactional_db, isolated_storages) -> dict:
+def live_env(transactional_db, isolated_storages, isolated_cache, collected_static) -> dict:
     """Environment for processes that must share this test's database, storages and task
     queue. The queue starts empty: a task another test left on a broker that outlives it
     (Redis) never reaches the workers this test starts."""
@@ -351,7 +380,9 @@ def live_env(transactional_db, isolated_storages) -> dict:
         **os.environ,
         "DATABASE_URL": url,
         "DJANGO_SECRET_KEY": django_settings.SECRET_KEY,
+        "DJANGO_STATIC_ROOT": str(collected_static),
         **isolated_storages,
+        **isolated_cache,
     }
 
 

@@ -1,8 +1,11 @@
 """The suite must really run on the services it claims: these fail on a misconfiguration."""
 
+import os
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.files.storage import storages
 from django.db import connection
 
@@ -53,3 +56,9 @@ def test_task_broker_is_the_configured_one_and_carries_a_task():
     assert [task[1] for task in tasks] in (["payload"], [b"payload"])
     broker.acknowledge(tasks[0][0])
     broker.delete_queue()
+
+
+def test_the_suite_runs_with_debug_off_and_its_own_key():
+    """As deployed; the servers and workers tests start inherit the key (tests/conftest.py)."""
+    assert settings.DEBUG is False
+    assert settings.SECRET_KEY == os.environ["DJANGO_SECRET_KEY"]

@@ -21,6 +21,9 @@ SERVICE_VARIABLES = {
     "AWS_S3_ENDPOINT_URL",
     "FERRY_TEST_SERVICES",
     "DJANGO_SETTINGS_MODULE",
+    # A fresh machine's terminal sets no key: the demo runs with DEBUG on and makes its own.
+    "DJANGO_SECRET_KEY",
+    "DJANGO_DEBUG",
 }
 
 
@@ -52,7 +55,7 @@ def make_run(tmp_path):
             start_new_session=True,
         )
     try:
-        yield process, f"http://127.0.0.1:{port}", log
+        yield process, f"http://127.0.0.1:{port}", log, tmp_path / "var"
     finally:
         stop_process(process)
 
@@ -66,7 +69,7 @@ def server_up(base: str) -> bool:
 
 @pytest.mark.live
 def test_make_run_serves_the_admin_and_the_schema(make_run):
-    process, base, log = make_run
+    process, base, log, var = make_run
     password = wait_for(
         lambda: (
             (m := re.search(r"Superuser 'admin' created, password: (\S+)", log.read_text()))
@@ -83,6 +86,7 @@ def test_make_run_serves_the_admin_and_the_schema(make_run):
         explain=log.read_text,
     )
     assert process.poll() is None, log.read_text()
+    assert len((var / "secret_key").read_text()) >= 50  # the demo's per-machine key
 
     with httpx.Client(base_url=base, follow_redirects=True, timeout=10) as browser:
         login = browser.get("/admin/login/")

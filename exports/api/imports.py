@@ -46,6 +46,7 @@ class ImportJobViewSet(
 
     serializer_class = ImportRequestSerializer
     parser_classes = [MultiPartParser, JSONParser]
+    throttle_scopes = {"create": "imports"}
 
     def get_queryset(self):
         return imports_for(self.request.user)

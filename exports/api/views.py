@@ -41,6 +41,7 @@ class ExportJobViewSet(
     """Export jobs: your own, or all of them for staff. Others' jobs answer 404."""
 
     serializer_class = ExportRequestSerializer
+    throttle_scopes = {"create": "exports"}
 
     def get_queryset(self):
         return jobs_for(self.request.user).select_related("project")

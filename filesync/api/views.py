@@ -241,6 +241,7 @@ class PageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildVie
 class MediaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildViewSet):
     serializer_class = MediaSerializer
     parser_classes = [MultiPartParser, FormParser, JSONParser]
+    throttle_scopes = {"create": "uploads", "download": "blob_reads"}
 
     def get_queryset(self):
         return self.parent().media.select_related("blob").order_by("id")

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.http import http_date
 from rest_framework.views import APIView
 
+from ..http import ascii_int
 from ..models import Upload
 from . import uploads
 
@@ -51,6 +52,8 @@ class TusMixin:
 
 
 class UploadsView(TusMixin, APIView):
+    throttle_scopes = {"post": "uploads"}
+
     def options(self, request):
         return tus_response(
             204,
@@ -61,8 +64,8 @@ class UploadsView(TusMixin, APIView):
         )
 
     def post(self, request):
-        length = request.headers.get("Upload-Length", "")
-        if not length.isdigit():
+        length = ascii_int(request.headers.get("Upload-Length"))
+        if length is None:
             raise uploads.UploadError(
                 400, "Upload-Length is required (deferred length is not supported)."
             )
@@ -72,7 +75,7 @@ class UploadsView(TusMixin, APIView):
                 400, "Upload-Metadata must carry the blob's hex sha256 as `sha256`."
             )
         upload = uploads.create_upload(
-            owner=request.user, length=int(length), sha256=metadata["sha256"], metadata=metadata
+            owner=request.user, length=length, sha256=metadata["sha256"], metadata=metadata
         )
         if request.headers.get("Content-Type") == OFFSET_OCTETS and not upload.completed_at:
             upload = uploads.append(
@@ -86,6 +89,8 @@ class UploadsView(TusMixin, APIView):
 
 
 class UploadView(TusMixin, APIView):
+    throttle_scopes = {"patch": "uploads"}
+
     def _upload(self, request, upload_id) -> Upload:
         upload = get_object_or_404(Upload, pk=upload_id, owner=request.user)
         if upload.expires_at < timezone.now() and not upload.completed_at:
@@ -99,12 +104,12 @@ class UploadView(TusMixin, APIView):
         upload = self._upload(request, upload_id)
         if request.headers.get("Content-Type") != OFFSET_OCTETS:
             raise uploads.UploadError(415, f"Content-Type must be {OFFSET_OCTETS}.")
-        offset = request.headers.get("Upload-Offset", "")
-        if not offset.isdigit():
+        offset = ascii_int(request.headers.get("Upload-Offset"))
+        if offset is None:
             raise uploads.UploadError(400, "Upload-Offset is required.")
         upload = uploads.append(
             upload=upload,
-            offset=int(offset),
+            offset=offset,
             body=request._request,
             checksum=uploads.parse_checksum(request.headers.get("Upload-Checksum")),
         )

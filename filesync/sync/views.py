@@ -27,7 +27,7 @@ from .. import blobstore, services
 from ..api.auth import read, request_user
 from ..api.views import pending_response
 from ..feed import GROUP
-from ..http import ranged_file_response
+from ..http import ascii_int, ranged_file_response
 from ..models import ContentLock, Replica, sha256_validator
 from ..selectors import files_for, get_file, held_blobs
 from . import services as sync_services
@@ -77,6 +77,8 @@ class TimestampView(APIView):
 class BlobView(APIView):
     """GET/HEAD a blob (ETag, If-None-Match, Range); PUT it (verified); DELETE it (safely)."""
 
+    throttle_scopes = {"get": "blob_reads", "put": "uploads"}
+
     def handle_exception(self, exc):
         if isinstance(exc, Pending):
             return pending_response()
@@ -107,15 +109,15 @@ class BlobView(APIView):
     def put(self, request, sha256):
         """The whole blob in the body; stored only if it is all there and hashes to its name."""
         sha256_validator(sha256)
-        declared = request.headers.get("Content-Length")
-        if not declared or not declared.isdigit():
+        declared = ascii_int(request.headers.get("Content-Length"))
+        if declared is None:
             return Response({"detail": "Content-Length is required."}, status=411)
-        if int(declared) > settings.SYNC_MAX_BLOB_BYTES:
+        if declared > settings.SYNC_MAX_BLOB_BYTES:
             return Response({"detail": "The blob is larger than this server accepts."}, status=413)
         if readable_blob(request.user, sha256) is not None:
             return Response({"sha256": sha256, "created": False}, status=status.HTTP_200_OK)
         with blobstore.receive(request._request, directory=settings.FILE_UPLOAD_TEMP_DIR) as got:
-            if got.digest.size != int(declared):
+            if got.digest.size != declared:
                 response = Response(
                     {"detail": f"The body ended after {got.digest.size} of {declared} bytes."},
                     status=400,

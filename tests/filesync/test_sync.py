@@ -97,6 +97,7 @@ def test_put_needs_a_length_within_the_limit_and_a_real_sha(api_for, editor, set
     assert put(client, b"abc", name="not-a-sha").status_code in (400, 404)
     assert put(client, b"abc", CONTENT_LENGTH="").status_code == 411
     assert put(client, b"abc", CONTENT_LENGTH="three").status_code == 411
+    assert put(client, b"abc", CONTENT_LENGTH="³").status_code == 411
     assert store_state() == before
 
 

@@ -108,6 +108,7 @@ def test_wrong_offset_is_409_and_bad_chunk_checksum_460_discarded(api_for, edito
         ({"content_type": "application/octet-stream"}, 415),
         ({"HTTP_UPLOAD_OFFSET": ""}, 400),
         ({"HTTP_UPLOAD_OFFSET": "-1"}, 400),
+        ({"HTTP_UPLOAD_OFFSET": "²"}, 400),  # str.isdigit() says yes, int() no
         ({"HTTP_TUS_RESUMABLE": "0.2.2"}, 412),
         ({"HTTP_UPLOAD_CHECKSUM": "md5 AAAA"}, 400),
         ({"HTTP_UPLOAD_CHECKSUM": "sha1 !!!"}, 400),
@@ -143,6 +144,7 @@ def test_a_complete_upload_that_hashes_wrong_is_422_and_leaves_nothing(api_for, 
         ({"HTTP_TUS_RESUMABLE": "0.2.2"}, 412),
         ({"HTTP_UPLOAD_LENGTH": "abc"}, 400),
         ({"HTTP_UPLOAD_LENGTH": ""}, 400),
+        ({"HTTP_UPLOAD_LENGTH": "²"}, 400),  # str.isdigit() says yes, int() no
         ({"HTTP_UPLOAD_METADATA": "filename " + base64.b64encode(b"x").decode()}, 400),
         ({"HTTP_UPLOAD_METADATA": "sha256 !!!notbase64"}, 400),
         ({"HTTP_UPLOAD_METADATA": f"sha256 {b64('A' * 64)}"}, 400),
