@@ -109,6 +109,8 @@ RULES = {
     ("import-detail", "get"): OWN_JOB,
     ("import-detail", "delete"): OWN_JOB,
     ("import-events", "get"): OWN_JOB,
+    ("webhook-secret", "get"): ANY_USER,
+    ("webhook-secret", "post"): ANY_USER,
     ("sync-timestamp", "get"): ANY_USER,
     ("sync-changes", "get"): ANY_USER,
     ("sync-file", "get"): TEAM_READ,
@@ -263,7 +265,7 @@ def route_url(name: str, method: str, ids: dict) -> str:
     }
     if name in sync:
         args = sync[name]
-    elif name.startswith("sync-"):
+    elif name.startswith("sync-") or name == "webhook-secret":
         args = {}
     elif name.endswith("-list") or name in ("api-root", "schema", "api-docs") or "-" not in name:
         args = {}
