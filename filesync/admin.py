@@ -28,7 +28,7 @@ from .models import (
     Snapshot,
     Team,
 )
-from .selectors import in_teams_of
+from .selectors import in_teams_of, readable_blobs
 
 #: How to reach the Team from each team-owned model, for scoping querysets and choices.
 TEAM_PATHS = {
@@ -355,18 +355,22 @@ class PageAdmin(TeamScopedAdmin):
 
 @admin.register(Blob)
 class BlobAdmin(admin.ModelAdmin):
-    """Blobs are shared across teams by content; only superusers browse them."""
+    """Blobs are shared across teams by content: staff see those the API would serve them
+    (selectors.readable_blobs, the one rule for bytes), superusers all of them."""
 
     list_display = ["sha256", "size", "content_type", "created_at", "touched_at"]
     list_filter = ["content_type"]
     search_fields = ["sha256"]
     readonly_fields = ["sha256", "size", "content_type", "created_at", "touched_at"]
 
+    def get_queryset(self, request):
+        return readable_blobs(request.user)
+
     def has_module_permission(self, request):
-        return request.user.is_superuser
+        return True
 
     def has_view_permission(self, request, obj=None):
-        return request.user.is_superuser
+        return True
 
     def has_change_permission(self, request, obj=None):
         return request.user.is_superuser

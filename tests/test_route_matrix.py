@@ -390,3 +390,73 @@ async def _websocket_answer(url: str, headers: dict) -> str:
         assert closed.rcvd is not None and closed.rcvd.code == 4404, closed
         return HIDDEN
     return OK
+
+
+# --- the admin ---------------------------------------------------------------------------
+
+#: Admin models whose rows belong to a team: staff outside it must not reach them.
+TEAM_ROWS = {
+    "filesync_team": "team",
+    "filesync_project": "project",
+    "filesync_file": "file",
+    "filesync_mediaobject": "media",
+    "filesync_snapshot": "snapshot",
+    "filesync_blob": "sha256",
+    "exports_exportjob": "export",
+    "exports_importjob": "import_job",
+}
+
+
+def admin_urls(ids: dict, *, unknown: bool = False) -> dict[str, str]:
+    """Every named admin route with its arguments filled in: object pages of team rows
+    get that row's id (or an id nobody has), the others an id of nothing."""
+
+    def walk(patterns, prefix=""):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
+            elif (prefix + str(pattern.pattern)).startswith("admin/") and pattern.name:
+                yield pattern.name, prefix + str(pattern.pattern)
+
+    urls = {}
+    for name, route in walk(get_resolver().url_patterns):
+        if "(?P<" in route or name == "view_on_site":
+            continue
+        model = next((m for m in TEAM_ROWS if name.startswith(m + "_")), None)
+        row = str(ids[TEAM_ROWS[model]]) if model and not unknown else str(uuid4())
+        path = route.replace("<path:object_id>", row).replace("<id>", "0")
+        urls[name] = "/" + path.replace("<uuid:project_id>", str(ids["project"]))
+    return urls
+
+
+def test_the_admin_asks_who_is_there_on_every_route(world):
+    """Anonymous callers and users without staff status are sent to the login page from
+    every admin route; staff in no team reach no team's rows, and those rows answer them
+    exactly as rows that do not exist; a superuser gets no server error anywhere."""
+    urls = admin_urls(world.ids)
+    for role in ("anonymous", "viewer"):
+        client = Client()
+        if world.users[role]:
+            client.force_login(world.users[role])
+        for name, url in urls.items():
+            response = client.get(url)
+            if name in ("login", "logout"):
+                continue
+            assert response.status_code == 302, (role, url)
+            assert response["Location"].startswith("/admin/login/"), (role, url)
+
+    staff, root = Client(), Client()
+    staff.force_login(world.users["staff"])
+    root.force_login(world.users["superuser"])
+    unknown = admin_urls(world.ids, unknown=True)
+    for name, url in urls.items():
+        assert root.get(url).status_code < 500, url
+        if any(name.startswith(model + "_") for model in TEAM_ROWS) and "<" not in url:
+            mine, nobodys = staff.get(url), staff.get(unknown[name])
+            assert mine.status_code != 200 or "changelist" in name or name.endswith("_add"), url
+            assert (mine.status_code, mine.get("Location")) == (
+                nobodys.status_code,
+                nobodys.get("Location"),
+            ), url
+    listed = staff.get("/admin/filesync/file/").content.decode()
+    assert "Landing page" not in listed
