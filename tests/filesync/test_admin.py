@@ -1,5 +1,6 @@
 """The admin, driven through HTTP like a browser would."""
 
+import io
 import re
 
 import pytest
@@ -490,10 +491,17 @@ def test_staff_cannot_restore_another_teams_snapshot(staff_editor, foreign_file)
     assert store_state() == before
 
 
-def test_blobs_are_for_superusers_only(staff_editor, media):
+def test_staff_see_the_blobs_the_api_would_serve_them(staff_editor, media, make_user):
+    """The team's media blob is listed; bytes another user sent alone are not, and their
+    page answers like a blob that does not exist."""
+    other = services.store_blob(stream=io.BytesIO(b"someone else's"), user=make_user("zed"))
     client = Client()
     client.force_login(staff_editor)
-    assert client.get("/admin/filesync/blob/").status_code == 403
+    listed = client.get("/admin/filesync/blob/").content.decode()
+    assert media.blob_id in listed and other.sha256 not in listed
+    hidden = client.get(f"/admin/filesync/blob/{other.sha256}/change/")
+    missing = client.get(f"/admin/filesync/blob/{'0' * 64}/change/")
+    assert (hidden.status_code, hidden["Location"]) == (missing.status_code, missing["Location"])
 
 
 def test_linking_a_library_in_the_admin_goes_through_the_service(admin_client, design, library):
