@@ -18,6 +18,7 @@ import io
 import os
 import random
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -175,7 +176,12 @@ def serving_leader(var: Path, seed: tuple[str, ...]) -> Iterator[LeaderFerry]:
     token: on its own PostgreSQL database in services mode, else SQLite in `var`."""
     with scratch_database("ferry_leader") as database:
         env = {k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}
-        env.update(FERRY_VAR_DIR=str(var), PYTHONUNBUFFERED="1")
+        # A Ferry of its own: its own key, as another deployment would have.
+        env.update(
+            FERRY_VAR_DIR=str(var),
+            PYTHONUNBUFFERED="1",
+            DJANGO_SECRET_KEY=f"leader-{secrets.token_urlsafe(40)}",
+        )
         if SERVICES:
             env.update(DATABASE_URL=database, FERRY_S3_PREFIX=f"leader-{uuid.uuid4().hex}/")
         manage(env, "migrate", "--noinput", "-v0")
