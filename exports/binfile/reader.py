@@ -27,7 +27,7 @@ EXPECTED_NAME = re.compile(
 #: The ZIP features a binfile uses, and so all a reader accepts: stored or deflated entries,
 #: nothing newer than ZIP64 (version 4.5 needed to extract), no encryption (flag bits 0
 #: and 6) and no patched data (bit 5).
-METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
 MAX_VERSION_NEEDED = 45
 REFUSED_FLAGS = 0x0001 | 0x0020 | 0x0040
 LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
