@@ -282,6 +282,8 @@ EXPORT_CALLBACK_HOSTS = [h for h in os.environ.get("EXPORT_CALLBACK_HOSTS", "").
 IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES", 10 * 1024**3))
 IMPORT_MAX_ENTRIES = int(os.environ.get("IMPORT_MAX_ENTRIES", 1_000_000))
 IMPORT_MAX_RATIO = int(os.environ.get("IMPORT_MAX_RATIO", 200))
+#: A JSON document of an archive (a page) is parsed whole: its size bounds the memory.
+IMPORT_MAX_DOCUMENT_BYTES = int(os.environ.get("IMPORT_MAX_DOCUMENT_BYTES", 4 * 1024**2))
 #: How often a live listener re-reads the event rows when no push wakes it.
 EVENTS_POLL_SECONDS = float(os.environ.get("EVENTS_POLL_SECONDS", 0.5 if not REDIS_URL else 5))
 SYNC_LOCK_SECONDS = int(os.environ.get("SYNC_LOCK_SECONDS", 600))

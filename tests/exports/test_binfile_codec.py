@@ -239,3 +239,27 @@ def test_limits_on_entries_and_bytes():
     with pytest.raises(binfile.BinfileError) as too_large:
         BinfileReader(io.BytesIO(data), Limits(max_bytes=1000))
     assert too_large.value.code == "too_large"
+
+
+def test_nesting_is_counted_outside_strings():
+    """Brackets and escaped quotes inside strings do not count; the refusal names the
+    top-level field the nesting is under."""
+    from exports.binfile.reader import Limits
+
+    def manifest(source):
+        return binfile.manifest(
+            generated_by="test", source=source, libraries="all", files=[], relations=[]
+        )
+
+    tricky = {"server": '[[[{{{\\"]]]"[[{', "note": "}}}"}
+    BinfileReader(io.BytesIO(binfile_bytes(manifest=manifest(tricky))), Limits(max_depth=3))
+    with pytest.raises(binfile.BinfileError) as too_deep:
+        BinfileReader(
+            io.BytesIO(binfile_bytes(manifest=manifest({**tricky, "x": [[1]]}))),
+            Limits(max_depth=3),
+        )
+    assert (too_deep.value.code, too_deep.value.entry, too_deep.value.field) == (
+        "too_deep",
+        "manifest.json",
+        "source",
+    )

@@ -1,8 +1,9 @@
 """Hostile archives: refused with a 4xx or a failed job naming the problem, nothing written.
 
 Each archive is a real export rewritten with `zipfile`, as an attacker would make it, with
-one thing changed. digest.json is recomputed unless the case is about the digest, so the
-check under test is the one that fires. Reader-level cases on hand-made archives live in
+one thing changed (ZIP header fields by struct surgery on the bytes zipfile wrote).
+digest.json is recomputed unless the case is about the digest, so the check under test is
+the one that fires. Reader-level cases on hand-made archives live in
 test_binfile_codec.py; these go through the API, the service and the import job.
 """
 
@@ -10,8 +11,10 @@ import hashlib
 import io
 import json
 import stat
+import struct
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import uuid4
@@ -57,6 +60,7 @@ class Rewrite:
             self.digest = source.read(binfile.DIGEST)
         self.stale_digest = False  # keep the export's digest.json instead of recomputing it
         self.cut = False  # cut the built archive in the middle
+        self.surgery: list[Callable[[bytes], bytes]] = []  # on the built archive's bytes
 
     def first(self, part: str) -> str:
         return next(e.name for e in self.entries if part in e.name)
@@ -108,7 +112,138 @@ class Rewrite:
                     with archive.open(info, "w", force_zip64=True) as stream:
                         for _ in range(entry.zeros // CHUNK):
                             stream.write(zeros)
-        return out.getvalue()
+        data = out.getvalue()
+        for operation in self.surgery:
+            data = operation(data)
+        return data
+
+
+#: Where a 2-byte field sits in a local header and in a central-directory record.
+LOCAL_FIELDS = {"version": 4, "flags": 6, "method": 8}
+CENTRAL_FIELDS = {"version": 6, "flags": 8, "method": 10}
+
+
+def header_offsets(data: bytes, name: str) -> tuple[int, int]:
+    """(local header, central-directory record) offsets of the entry `name`."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        local, at = archive.getinfo(name).header_offset, archive.start_dir
+    while True:
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, at + 28)
+        if data[at + 46 : at + 46 + name_length] == name.encode():
+            return local, at
+        at += 46 + name_length + extra_length + comment_length
+
+
+def set_fields(name: str, *, central_only: bool = False, **fields: int):
+    """Surgery: overwrite header fields of one entry, in its local header and its record in
+    the central directory (or only there)."""
+
+    def operation(data: bytes) -> bytes:
+        local, central = header_offsets(data, name)
+        out = bytearray(data)
+        for field, value in fields.items():
+            struct.pack_into("<H", out, central + CENTRAL_FIELDS[field], value)
+            if not central_only:
+                struct.pack_into("<H", out, local + LOCAL_FIELDS[field], value)
+        return bytes(out)
+
+    return operation
+
+
+def rename_local(name: str, other: str):
+    """Surgery: the local header names `other` (of the same length); the directory `name`."""
+
+    def operation(data: bytes) -> bytes:
+        local, _ = header_offsets(data, name)
+        out = bytearray(data)
+        out[local + 30 : local + 30 + len(other)] = other.encode()
+        return bytes(out)
+
+    return operation
+
+
+def swap_records(first: str, second: str):
+    """Surgery: two adjacent central-directory records change places (their local entries
+    stay where they are), so the directory lists them out of offset order."""
+
+    def operation(data: bytes) -> bytes:
+        _, at = header_offsets(data, first)
+        _, then = header_offsets(data, second)
+        end = then + 46 + sum(struct.unpack_from("<HHH", data, then + 28))
+        return data[:at] + data[then:end] + data[at:then] + data[end:]
+
+    return operation
+
+
+def nest(document: bytes, key: str, depth: int) -> bytes:
+    """The document with a value `depth` arrays deep first under its object `key` (by
+    hand: orjson will not write one past 255 levels)."""
+    opening = f'"{key}":{{'.encode()
+    assert opening in document
+    deep = b'"deep":{"type":"group","children":' + b"[" * depth + b"]" * depth + b"}"
+    empty = f'"{key}":{{}}'.encode() in document
+    return document.replace(opening, opening + deep + (b"" if empty else b","), 1)
+
+
+def page_of_many_objects(page: dict, count: int) -> bytes:
+    """The page with `count` objects of 26 bytes of JSON each, none of them wrong."""
+    objects = b",".join(b'"o%07d":{"type":"rect"}' % n for n in range(count))
+    head = binfile.encode_json({k: v for k, v in page.items() if k != "objects"})
+    return head[:-1] + b',"objects":{' + objects + b"}}"
+
+
+def fifield_bomb(count: int, kernel_bytes: int) -> bytes:
+    """David Fifield's overlapping-entry zip bomb ("A better zip bomb", 2019): one deflated
+    kernel of zeros, and `count` entries each of whose data quotes the next entry's local
+    header in a stored deflate block, then runs on into that entry's data. Every entry
+    expands to the whole kernel; the archive grows by a few bytes an entry."""
+    names = [
+        binfile.blob_entry(hashlib.sha256(str(n).encode()).hexdigest()).encode()
+        for n in range(count)
+    ]
+    zeros = bytes(kernel_bytes)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = deflate.compress(zeros) + deflate.flush()  # the last entry's data: the kernel
+    later: list[bytes] = []  # local headers after the entry being made, each quoted
+    records = []
+    for n in reversed(range(count)):
+        quoted = b"".join(later)
+        sizes = (zlib.crc32(zeros, zlib.crc32(quoted)), len(data), len(quoted) + kernel_bytes)
+        header = struct.pack(
+            "<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0x21, *sizes, len(names[n]), 0
+        )
+        header += names[n]
+        records.append((names[n], sizes))
+        later.insert(0, header)
+        if n:
+            data = b"\x00" + struct.pack("<HH", len(header), len(header) ^ 0xFFFF) + header + data
+    body = later[0] + data
+    directory, offset = b"", 0
+    for (name, sizes), header in zip(reversed(records), later, strict=True):
+        directory += (
+            struct.pack(
+                "<4s6H3I5H2I",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                8,
+                0,
+                0x21,
+                *sizes,
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                REGULAR << 16,
+                offset,
+            )
+            + name
+        )
+        offset += len(header) + 5
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, count, count, len(directory), len(body), 0)
+    return body + directory + end
 
 
 def zeros_blob(size: int) -> Entry:
@@ -194,6 +329,81 @@ def digest_entry_not_an_object(archive, settings):
     return binfile.DIGEST
 
 
+def many_megabyte_entries(archive, settings):
+    """300 entries of 1 MiB of zeros, about 1 KiB each deflated: 300 MiB from a few hundred
+    KiB, each entry small enough to pass a ratio check kept for large entries."""
+    blobs = [
+        Entry(binfile.blob_entry(hashlib.sha256(b"%d" % n).hexdigest()), zeros=CHUNK)
+        for n in range(300)
+    ]
+    for blob in blobs:
+        archive.add(blob)
+    return blobs[0].name
+
+
+def version_past_zipfile(archive, settings):
+    """Version 9.9 needed: Python's zipfile refuses it while reading the directory."""
+    name = archive.first("/pages/")
+    archive.surgery.append(set_fields(name, central_only=True, version=99))
+    return name
+
+
+def version_past_zip64(archive, settings):
+    name = archive.first("/pages/")
+    archive.surgery.append(set_fields(name, version=51))
+    return name
+
+
+def encrypted_manifest(archive, settings):
+    archive.surgery.append(set_fields(binfile.MANIFEST, flags=0x0001))
+    return binfile.MANIFEST
+
+
+def encrypted_page(archive, settings):
+    name = archive.first("/pages/")
+    archive.surgery.append(set_fields(name, flags=0x0001))
+    return name
+
+
+def compressed_with(method: int):
+    """Deflate64 (9), Zstandard (93), AES (99): methods zipfile cannot, or should not, read."""
+
+    def edit(archive, settings):
+        name = archive.first("/pages/")
+        archive.surgery.append(set_fields(name, method=method))
+        return name
+
+    edit.__name__ = f"method_{method}"
+    return edit
+
+
+def local_name_differs(archive, settings):
+    name = archive.first("/pages/")
+    other = name[:-6] + ("1" if name[-6] == "0" else "0") + ".json"
+    archive.surgery.append(rename_local(name, other))
+    return name
+
+
+def listed_out_of_order(archive, settings):
+    name = archive.first("/pages/")
+    after = archive.entries[archive.entries.index(archive.entry(name)) + 1].name
+    archive.surgery.append(swap_records(name, after))
+    return name
+
+
+def deep_manifest(archive, settings):
+    manifest = archive.entry(binfile.MANIFEST)
+    manifest.data = nest(manifest.data, "source", 300)
+    return binfile.MANIFEST
+
+
+def oversized_page(archive, settings):
+    """650,000 objects: a 16.9 MB page, about 1.7 MB deflated."""
+    page = archive.entry(archive.first("/pages/"))
+    page.data = page_of_many_objects(json.loads(page.data), 650_000)
+    return page.name
+
+
 REFUSED = [
     pytest.param(zip_slip_parent, 400, "unexpected_entry", "", id="zip-slip-parent"),
     pytest.param(zip_slip_nested, 400, "unexpected_entry", "", id="zip-slip-nested"),
@@ -207,6 +417,19 @@ REFUSED = [
     pytest.param(truncated, 400, "not_zip", "", id="truncated"),
     pytest.param(newer_format, 400, "newer_version", "format_version", id="newer-format"),
     pytest.param(unknown_type, 400, "unknown_type", "type", id="unknown-type"),
+    pytest.param(many_megabyte_entries, 400, "compression_ratio", "", id="300-entries-of-1MiB"),
+    pytest.param(version_past_zipfile, 400, "unsupported_version", "", id="version-9.9"),
+    pytest.param(version_past_zip64, 400, "unsupported_version", "", id="version-5.1"),
+    pytest.param(encrypted_manifest, 400, "encrypted_entry", "", id="encrypted-manifest"),
+    pytest.param(encrypted_page, 400, "encrypted_entry", "", id="encrypted-page"),
+    *(
+        pytest.param(compressed_with(method), 400, "unsupported_method", "", id=f"method-{method}")
+        for method in (9, 93, 99)
+    ),
+    pytest.param(local_name_differs, 400, "name_mismatch", "", id="local-name-differs"),
+    pytest.param(listed_out_of_order, 400, "overlapping_entries", "", id="out-of-order"),
+    pytest.param(deep_manifest, 400, "too_deep", "source", id="manifest-300-deep"),
+    pytest.param(oversized_page, 413, "too_large", "", id="page-of-650000-objects"),
     pytest.param(
         digest_entry_not_an_object,
         400,
@@ -322,6 +545,12 @@ def listed_page_missing(archive):
     return archive.design_of(page), "pages"
 
 
+def page_nested_300_deep(archive):
+    name = archive.first("/pages/")
+    archive.entry(name).data = nest(archive.entry(name).data, "objects", 300)
+    return name, "objects"
+
+
 FAILED = [
     pytest.param(digest_differs, "digest_mismatch", id="sha256-differs-from-digest"),
     pytest.param(manifest_names_a_ghost, "missing_entry", id="manifest-file-without-entry"),
@@ -336,6 +565,7 @@ FAILED = [
     pytest.param(page_not_listed, "unexpected_entry", id="page-not-listed"),
     pytest.param(media_width_overflows, "invalid_document", id="media-width-overflows"),
     pytest.param(page_index_overflows, "invalid_document", id="page-index-overflows"),
+    pytest.param(page_nested_300_deep, "too_deep", id="page-300-deep"),
 ]
 
 
@@ -425,3 +655,30 @@ def test_a_relation_to_a_file_that_is_no_library_is_dropped(original, target, ed
     assert [str(pk) for pk in links.values_list("library_id", flat=True)] == [
         job.files[str(workspace.library.id)]
     ]
+
+
+def test_an_overlapping_entry_zip_bomb_is_refused(target, editor, api_for):
+    """Fifield's bomb: 280 entries sharing one kernel, 270 MiB from 62 KB, every entry under
+    1 MiB and readable by zipfile. Refused by its layout: the second entry starts inside
+    the first one's data."""
+    data = fifield_bomb(280, 1_000_000)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        infos = archive.infolist()
+        assert len(data) < 64 * 1024 and sum(i.file_size for i in infos) > 260 * 1024**2
+        assert max(i.file_size for i in infos) < 1024**2
+        assert archive.read(infos[0]).endswith(archive.read(infos[1]))  # shared bytes
+    client = api_for(editor)
+    before = store_state()
+
+    response = client.post(
+        "/api/imports/", {"project": str(target.id), "file": io.BytesIO(data)}, format="multipart"
+    )
+
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert (body["code"], body["entry"], body["field"]) == (
+        "overlapping_entries",
+        infos[1].filename,
+        "",
+    )
+    assert store_state() == before

@@ -19,6 +19,7 @@ from what the job records (a checkpoint, a log line), never from a delay.
 """
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -27,14 +28,19 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections import Counter, defaultdict
 from itertools import pairwise
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
+from exports.binfile import format as binfile
+from filesync.models import DATA_VERSION
 from tests.conftest import scratch_database
 from tests.exports.test_import import documents, read_archive_bytes
+from tests.exports.test_import_hostile import page_of_many_objects
 from tests.waiting import patience, stop_process, wait_exit, wait_for
 
 SERVICES = os.environ.get("FERRY_TEST_SERVICES") == "1"
@@ -809,4 +815,119 @@ def test_killed_import_leaves_nothing_and_succeeds_when_retried(ferry, tmp_path)
         f"  attempts={outcome['attempts']} ticks={outcome['ticks']}; second cluster finished "
         f"it {finished_after:.1f}s after starting; maintain results "
         f"{[m['result'] for m in maintain]}; test runtime {time.monotonic() - began:.1f}s"
+    )
+
+
+#: Stores an archive as a blob (what a tus upload becomes: nothing checks it before its job
+#: runs) and queues its import into a new project of the seeded project's team.
+QUEUE_BLOB_IMPORT = """
+from exports.services import create_import_job
+from filesync.models import Project
+from filesync.services import create_project, store_blob
+source = Project.objects.get(pk="{project}")
+target = create_project(team=source.team, name="Restored")
+with open("{archive}", "rb") as archive:
+    blob = store_blob(stream=archive, content_type="application/zip")
+print(create_import_job(user=None, project=target, blob=blob, enqueue=True).id)
+"""
+
+IMPORT_ERROR = """
+import json
+from exports.models import ImportEvent, ImportJob
+job = ImportJob.objects.get(pk="{job}")
+error = ImportEvent.objects.filter(job=job, kind="error").values_list("data", flat=True).first()
+print(json.dumps(dict(state=job.state, error=error)))
+"""
+
+
+def huge_page_archive(objects: int) -> tuple[bytes, str, int]:
+    """A binfile of one file whose one page holds `objects` objects; right in every way but
+    the page's size. Returns the archive, the page's entry and its size."""
+    file_id, page_id = str(uuid4()), str(uuid4())
+    meta = {
+        "id": file_id,
+        "name": "Huge",
+        "revision": 1,
+        "data_version": DATA_VERSION,
+        "features": [],
+        "is_library": False,
+    }
+    manifest = binfile.manifest(
+        generated_by="probe",
+        source={"server": "probe"},
+        libraries="all",
+        files=[meta],
+        relations=[],
+    )
+    document = {
+        **meta,
+        "assets": {"components": {}, "colors": {}, "typographies": {}},
+        "created_at": "2026-01-01T00:00:00Z",
+        "modified_at": "2026-01-01T00:00:00Z",
+        "pages": [page_id],
+        "media": [],
+    }
+    page = page_of_many_objects({"id": page_id, "index": 0, "name": "Page 0"}, objects)
+    entries = {
+        binfile.MANIFEST: binfile.encode_json(manifest),
+        binfile.file_entry(file_id): binfile.encode_json(document),
+        binfile.page_entry(file_id, page_id): page,
+    }
+    digest = {
+        name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        for name, data in entries.items()
+    }
+    entries[binfile.DIGEST] = binfile.encode_json({"entries": digest})
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return out.getvalue(), binfile.page_entry(file_id, page_id), len(page)
+
+
+def peak_rss_by_pid(group: int) -> dict[int, int]:
+    """VmHWM (peak resident bytes) of every live process in a process group."""
+    peaks = {}
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_path.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != group:
+                continue
+            status = (stat_path.parent / "status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile
+        peaks[int(stat_path.parent.name)] = int(re.search(r"VmHWM:\s+(\d+)", status)[1]) * 1024
+    return peaks
+
+
+def test_a_huge_page_fails_its_import_without_the_worker_reading_it(ferry, tmp_path):
+    """The probe's archive: 650,000 objects make a 16.9 MB page, 1.7 MB deflated, which took
+    a worker from 77 to 562 MiB. As a blob it reaches the worker unchecked; the worker
+    refuses the page from the directory, naming it, and no process of the cluster ever
+    held 200 MB."""
+    project = seed(ferry, files=1, pages=1, objects=1, media_mb=0, libraries=0)
+    data, page, page_size = huge_page_archive(650_000)
+    path = tmp_path / "huge-page.zip"
+    path.write_bytes(data)
+    cluster = ferry.start_cluster("qcluster", workers=1)
+
+    job_id = ferry.manage(
+        "shell", "--no-imports", "-c", QUEUE_BLOB_IMPORT.format(project=project, archive=path)
+    ).split()[-1]
+
+    def ended():
+        outcome = ferry.json("shell", "--no-imports", "-c", IMPORT_ERROR.format(job=job_id))
+        return outcome["state"] not in ("queued", "running") and outcome
+
+    outcome = wait_for(
+        ended, timeout=120, every=1, what="the import to end", explain=ferry.logs_now
+    )
+    peaks = peak_rss_by_pid(cluster.pid)
+    assert len(peaks) > 1 and max(peaks.values()) < 200 * MIB, ferry.explain(str(peaks))
+    assert outcome["state"] == "failed", ferry.explain(str(outcome))
+    assert (outcome["error"]["code"], outcome["error"]["entry"]) == ("too_large", page)
+    print(
+        f"\n[huge page] {'services' if SERVICES else 'embedded'}: archive {len(data)} bytes, "
+        f"page {page_size} bytes; peak RSS of the cluster's processes (MiB): "
+        f"{sorted(round(p / MIB) for p in peaks.values())}"
     )
