@@ -80,6 +80,12 @@ class ExportJobViewSet(
         response["Location"] = job_document(request, job)["links"]["self"]
         return response
 
+    @extend_schema(
+        responses={
+            202: OpenApiResponse(description="The job, cancelling."),
+            204: OpenApiResponse(description="The artifact, deleted."),
+        }
+    )
     def destroy(self, request, pk=None):
         """Cancel a queued or running job (202), or delete a finished job's artifact (204)."""
         job = self.get_object()
