@@ -77,7 +77,7 @@ def test_every_operation_meets_its_schema_and_never_answers_5xx(
          "--generation-deterministic",
          "--workers", "1",
          "--request-timeout", str(patience(20)),
-         "--max-time", str(int(patience(200))),
+         "--max-time", str(int(patience(150))),
          "--no-color"],
         env={**os.environ, **fuzzed_workspace, "PYTHONPATH": str(ROOT)},
         cwd=tmp_path, capture_output=True, text=True, timeout=patience(260),

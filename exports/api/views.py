@@ -105,7 +105,16 @@ class ExportJobViewSet(
             raise Conflict(error.messages[0]) from None
         return Response(job_document(request, job), status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses={(200, "application/zip"): bytes, 206: bytes, 403: None, 410: None})
+    @extend_schema(
+        responses={
+            (200, "application/zip"): bytes,
+            206: bytes,
+            302: OpenApiResponse(description="On S3: to a short-lived presigned URL."),
+            403: None,
+            409: None,
+            410: None,
+        }
+    )
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):
         """The artifact, for its owner (or staff) holding a valid signed link."""

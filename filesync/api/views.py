@@ -272,7 +272,14 @@ class MediaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildVi
             )
         return Response(MediaSerializer(media).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(responses={(200, "*/*"): bytes})
+    @extend_schema(
+        responses={
+            (200, "*/*"): bytes,
+            206: OpenApiResponse(description="The byte range asked for."),
+            302: OpenApiResponse(description="On S3: to a short-lived presigned URL."),
+            404: OpenApiResponse(description="No such media, or its bytes are pending."),
+        }
+    )
     @action(detail=True, methods=["get"])
     def download(self, request, file_id=None, pk=None):
         """The media's bytes; on S3, a redirect to a short-lived presigned URL."""

@@ -82,7 +82,13 @@ class TimestampView(APIView):
 
 @extend_schema_view(
     get=extend_schema(
-        responses={(200, "*/*"): OpenApiTypes.BINARY, 206: None, 304: None, 404: None}
+        responses={
+            (200, "*/*"): OpenApiTypes.BINARY,
+            206: None,
+            302: None,
+            304: None,
+            404: None,
+        }
     ),
     put=extend_schema(
         request={"*/*": OpenApiTypes.BINARY},
