@@ -82,6 +82,12 @@ class ExportJobViewSet(
         response["Location"] = job_document(request, job)["links"]["self"]
         return response
 
+    @extend_schema(
+        responses={
+            202: OpenApiResponse(description="The job, cancelling."),
+            204: OpenApiResponse(description="The artifact, deleted."),
+        }
+    )
     def destroy(self, request, pk=None):
         """Cancel a queued or running job (202), or delete a finished job's artifact (204)."""
         job = self.get_object()
@@ -101,7 +107,16 @@ class ExportJobViewSet(
             raise Conflict(error.messages[0]) from None
         return Response(job_document(request, job), status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses={(200, "application/zip"): bytes, 206: bytes, 403: None, 410: None})
+    @extend_schema(
+        responses={
+            (200, "application/zip"): bytes,
+            206: bytes,
+            302: OpenApiResponse(description="On S3: to a short-lived presigned URL."),
+            403: None,
+            409: None,
+            410: None,
+        }
+    )
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):
         """The artifact, for its owner (or staff) holding a valid signed link."""

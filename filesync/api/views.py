@@ -186,7 +186,7 @@ class FileViewSet(
         return Response(FileSerializer(copy).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=LibraryLinkSerializer, responses=LibraryLinkSerializer(many=True))
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], pagination_class=None)
     def libraries(self, request, pk=None):
         """List the libraries a file uses, or link one (it must be a library you can read)."""
         if request.method == "GET":
@@ -275,7 +275,14 @@ class MediaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildVi
             )
         return Response(MediaSerializer(media).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(
+        responses={
+            (200, "*/*"): bytes,
+            206: OpenApiResponse(description="The byte range asked for."),
+            302: OpenApiResponse(description="On S3: to a short-lived presigned URL."),
+            404: OpenApiResponse(description="No such media, or its bytes are pending."),
+        }
+    )
     @action(detail=True, methods=["get"])
     def download(self, request, file_id=None, pk=None):
         """The media's bytes; on S3, a redirect to a short-lived presigned URL."""

@@ -9,6 +9,8 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.http import http_date
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework.views import APIView
 
 from ..http import ascii_int
@@ -37,10 +39,31 @@ def _offset_headers(upload: Upload) -> dict:
     }
 
 
+#: Every tus request but OPTIONS carries the protocol version; without it, 412.
+TUS_RESUMABLE = OpenApiParameter(
+    "Tus-Resumable", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True, enum=[VERSION]
+)
+
+
+def _header(name: str, kind=OpenApiTypes.STR) -> OpenApiParameter:
+    return OpenApiParameter(name, kind, OpenApiParameter.HEADER, required=True)
+
+
+def tus_schema(statuses: list[int], headers=(), **kwargs):
+    """extend_schema for a tus operation: the version and other required headers, and
+    answers without a body."""
+    return extend_schema(
+        parameters=[TUS_RESUMABLE, *headers],
+        responses={status: None for status in statuses},
+        **kwargs,
+    )
+
+
 class TusMixin:
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        if request.method != "OPTIONS" and request.headers.get("Tus-Resumable") != VERSION:
+        handled = request.method != "OPTIONS" and hasattr(self, request.method.lower())
+        if handled and request.headers.get("Tus-Resumable") != VERSION:
             raise uploads.UploadError(412, f"Tus-Resumable: {VERSION} is required.")
 
     def handle_exception(self, exc):
@@ -51,6 +74,14 @@ class TusMixin:
         return response
 
 
+@extend_schema_view(
+    options=extend_schema(responses={204: None}),
+    post=tus_schema(
+        [201, 400, 412, 413],
+        headers=[_header("Upload-Length", OpenApiTypes.INT), _header("Upload-Metadata")],
+        request={OFFSET_OCTETS: OpenApiTypes.BINARY},
+    ),
+)
 class UploadsView(TusMixin, APIView):
     throttle_scopes = {"post": "uploads"}
 
@@ -88,6 +119,14 @@ class UploadsView(TusMixin, APIView):
         return tus_response(201, Location=location, **_offset_headers(upload))
 
 
+@extend_schema_view(
+    patch=tus_schema(
+        [204, 400, 404, 409, 410, 412, 415],
+        headers=[_header("Upload-Offset", OpenApiTypes.INT)],
+        request={OFFSET_OCTETS: OpenApiTypes.BINARY},
+    ),
+    delete=tus_schema([204, 404, 410, 412]),
+)
 class UploadView(TusMixin, APIView):
     throttle_scopes = {"patch": "uploads"}
 

@@ -19,6 +19,8 @@ from django.http import (
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -52,6 +54,9 @@ def _blob_or_404(user, sha256: str):
     return blob
 
 
+@extend_schema_view(
+    get=extend_schema(responses={(200, "application/x-ndjson"): OpenApiTypes.STR, 404: None})
+)
 class FileContentView(APIView):
     """GET /api/sync/files/<id>: the whole file as JSON lines (sync selectors'
     file_content), deleted or not, for followers; 404 for a file the user cannot see or
@@ -66,6 +71,7 @@ class FileContentView(APIView):
         return StreamingHttpResponse(lines, content_type="application/x-ndjson")
 
 
+@extend_schema_view(get=extend_schema(responses=OpenApiTypes.OBJECT))
 class TimestampView(APIView):
     """The server's clock, for the remove-before protocol."""
 
@@ -74,6 +80,29 @@ class TimestampView(APIView):
         return Response({"timestamp": now.isoformat(), "epoch": now.timestamp()})
 
 
+@extend_schema_view(
+    get=extend_schema(
+        responses={
+            (200, "*/*"): OpenApiTypes.BINARY,
+            206: None,
+            302: None,
+            304: None,
+            404: None,
+        }
+    ),
+    put=extend_schema(
+        request={"*/*": OpenApiTypes.BINARY},
+        responses={
+            200: OpenApiTypes.OBJECT,
+            201: OpenApiTypes.OBJECT,
+            400: None,
+            411: None,
+            413: None,
+            422: None,
+        },
+    ),
+    delete=extend_schema(responses={204: None, 400: None, 404: None, 409: None}),
+)
 class BlobView(APIView):
     """GET/HEAD a blob (ETag, If-None-Match, Range); PUT it (verified); DELETE it (safely)."""
 
@@ -176,6 +205,7 @@ class LockSerializer(serializers.ModelSerializer):
         fields = ["id", "blob", "expires_at"]
 
 
+@extend_schema_view(post=extend_schema(request=None, responses={201: LockSerializer, 404: None}))
 class BlobLockView(APIView):
     def post(self, request, sha256):
         blob = _blob_or_404(request.user, sha256)
@@ -187,12 +217,16 @@ def _own_lock(request, lock_id) -> ContentLock:
     return get_object_or_404(ContentLock, pk=lock_id, holder=request.user)
 
 
+@extend_schema_view(delete=extend_schema(responses={204: None, 404: None}))
 class LockView(APIView):
     def delete(self, request, lock_id):
         sync_services.release_lock(lock=_own_lock(request, lock_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema_view(
+    post=extend_schema(request=None, responses={200: LockSerializer, 404: None, 409: None})
+)
 class LockKeepView(APIView):
     def post(self, request, lock_id):
         try:
@@ -209,6 +243,10 @@ class ReplicaSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "acked_seq", "last_seen", "created_at"]
 
 
+@extend_schema_view(
+    get=extend_schema(responses=ReplicaSerializer(many=True)),
+    post=extend_schema(request=ReplicaSerializer, responses={201: ReplicaSerializer, 400: None}),
+)
 class ReplicasView(APIView):
     def get(self, request):
         return Response(ReplicaSerializer(request.user.replicas.all(), many=True).data)
@@ -222,6 +260,13 @@ class ReplicasView(APIView):
         return Response(ReplicaSerializer(replica).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="sync_replicas_verb",
+        request=OpenApiTypes.OBJECT,
+        responses={200: ReplicaSerializer, 400: None, 404: None, 409: None},
+    )
+)
 class ReplicaView(APIView):
     """POST .../heartbeat, or .../ack with {"seq": N}."""
 
