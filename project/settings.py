@@ -258,9 +258,6 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # Schema warnings are the API docs' matter, not the deployment's: kept out of
-    # `check --deploy` (docs/decisions.md); `manage.py spectacular --validate` shows them.
-    "ENABLE_DJANGO_DEPLOY_CHECK": False,
 }
 
 LOGIN_URL = "admin:login"

@@ -140,7 +140,8 @@ METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
 def _methods(pattern: URLPattern) -> list[str]:
     callback = pattern.callback
     if actions := getattr(callback, "actions", None):
-        return sorted(actions)
+        # DRF adds HEAD beside GET to a viewset's actions at its first request: implied.
+        return sorted(m for m in actions if m != "head")
     view = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
     if view is None:  # a function view (the async SSE and change-feed views): GET only
         return ["get"]
