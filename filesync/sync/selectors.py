@@ -61,7 +61,8 @@ def file_content(state: FileState) -> Iterator[dict]:
             "team": {"id": str(project.team_id), "name": project.team.name},
         }
     }
-    for page in state.pages():
+    # One page per query: the reader holds at most one page (PAGE_MAX_BYTES) at a time.
+    for page in state.pages(batch=1):
         yield {
             "page": {
                 "id": str(page.id),
