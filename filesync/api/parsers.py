@@ -1,8 +1,8 @@
 """The JSON parser every API route uses: bounded in size and depth (filesync.limits)."""
 
 import orjson
-from rest_framework import exceptions
-from rest_framework.parsers import JSONParser
+from rest_framework import exceptions, renderers
+from rest_framework.parsers import BaseParser
 
 from .. import limits
 
@@ -16,14 +16,18 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "payload_too_large"
 
 
-class BoundedJSONParser(JSONParser):
-    """DRF's JSON parser, refusing a body over API_MAX_JSON_BYTES (413, before parsing it)
-    or nested deeper than the content it may carry (400).
+class BoundedJSONParser(BaseParser):
+    """JSON, refusing a body over API_MAX_JSON_BYTES (413, before reading it whole) or
+    nested deeper than the content it may carry (400).
 
-    DRF's own parser recurses in Python and a deep enough body ends in a RecursionError (a
-    500). orjson parses without it (and stops past 1024 levels), then the depth is walked
-    level by level.
+    DRF's JSONParser recurses in Python, so a deep enough body ends in a RecursionError (a
+    500); orjson parses without it (and stops past 1024 levels), then the depth is walked
+    level by level. Not a JSONParser subclass: DRF hands those `request.body`, read whole
+    and capped by DATA_UPLOAD_MAX_MEMORY_SIZE with an HTML 400; this one reads the stream.
     """
+
+    media_type = "application/json"
+    renderer_class = renderers.JSONRenderer
 
     def parse(self, stream, media_type=None, parser_context=None):
         context = parser_context or {}

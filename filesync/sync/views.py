@@ -84,8 +84,8 @@ def _json_lines(records: Iterator[dict]) -> Iterator[bytes]:
     page is one piece of its own), so the stream is not one database hop per record."""
     piece = []
     size = 0
-    for record in records:
-        line = orjson.dumps(record) + b"\n"
+    # map, not a loop variable: no record is kept alive while the next one is read.
+    for line in map(_json_line, records):
         piece.append(line)
         size += len(line)
         if size >= STREAM_PIECE_BYTES:
@@ -93,6 +93,10 @@ def _json_lines(records: Iterator[dict]) -> Iterator[bytes]:
             piece, size = [], 0
     if piece:
         yield b"".join(piece)
+
+
+def _json_line(record: dict) -> bytes:
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 async def _in_request_thread(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
