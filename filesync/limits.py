@@ -13,6 +13,10 @@ The values live in settings (environment-overridable); reading one here, as
 
 from django.conf import settings
 
+#: A document (a request body, a page or file entry of an archive) is one object around the
+#: content it carries, so it may nest one level more than MAX_JSON_DEPTH.
+DOCUMENT_ENVELOPE_DEPTH = 1
+
 NAMES = ("MAX_JSON_DEPTH", "API_MAX_JSON_BYTES", "PAGE_MAX_BYTES", "PAGE_MAX_OBJECTS")
 
 

@@ -6,9 +6,6 @@ from rest_framework.parsers import BaseParser
 
 from .. import limits
 
-#: A body is one object around the content it carries (`{"objects": {...}}`).
-BODY_ENVELOPE_DEPTH = 1
-
 
 class PayloadTooLarge(exceptions.APIException):
     status_code = 413
@@ -42,7 +39,7 @@ class BoundedJSONParser(BaseParser):
             data = orjson.loads(body.decode(context.get("encoding") or "utf-8"))
         except (UnicodeDecodeError, LookupError, orjson.JSONDecodeError) as error:
             raise exceptions.ParseError(f"JSON parse error - {error}") from None
-        depth = limits.MAX_JSON_DEPTH + BODY_ENVELOPE_DEPTH
+        depth = limits.MAX_JSON_DEPTH + limits.DOCUMENT_ENVELOPE_DEPTH
         if limits.deeper_than(data, depth):
             raise exceptions.ParseError(f"The JSON body is nested deeper than {depth} levels.")
         return data
