@@ -31,7 +31,7 @@ from filesync import blobstore
 from filesync.content import validate_assets, validate_features, validate_objects
 from filesync.copying import FileCopy, ReadableFiles, Relink, finish_copies, write_copy
 from filesync.datamigrations import UnknownDataVersion, upgrade_assets, upgrade_objects
-from filesync.limits import MAX_JSON_DEPTH
+from filesync.limits import DOCUMENT_ENVELOPE_DEPTH, MAX_JSON_DEPTH
 from filesync.models import DATA_VERSION, Blob
 from filesync.selectors import MediaData, PageData
 from filesync.services import store_blob
@@ -57,7 +57,7 @@ def import_limits() -> Limits:
         max_entries=settings.IMPORT_MAX_ENTRIES,
         max_ratio=settings.IMPORT_MAX_RATIO,
         max_document_bytes=settings.IMPORT_MAX_DOCUMENT_BYTES,
-        max_depth=MAX_JSON_DEPTH,
+        max_depth=MAX_JSON_DEPTH + DOCUMENT_ENVELOPE_DEPTH,
     )
 
 

@@ -1,12 +1,16 @@
 """The shape of file content: what a page object and the assets may hold.
 
 Services validate content before they write it, so every reader (export, duplicate,
-snapshot, sync) can rely on it.
+snapshot, sync) can rely on it: that includes its bounds (filesync.limits), so the store
+never holds what its own export or whole-file read could not serve.
 """
 
 import re
 
+import orjson
 from django.core.exceptions import ValidationError
+
+from . import limits
 
 OBJECT_TYPES = frozenset(
     {"frame", "group", "rect", "ellipse", "path", "text", "image", "component-instance"}
@@ -51,9 +55,30 @@ def object_errors(object_id: str, obj) -> list[str]:
     return [f"object {object_id}: {error}" for error in errors]
 
 
+def validate_bounds(value, field: str, *, max_bytes: int) -> None:
+    """Refuse content nested past MAX_JSON_DEPTH or over `max_bytes` as compact JSON.
+
+    Sizing it with orjson also refuses what orjson cannot write (an integer past 64 bits),
+    which every reader of the store would fail on later.
+    """
+    if limits.deeper_than(value, limits.MAX_JSON_DEPTH):
+        raise ValidationError({field: f"Nested deeper than {limits.MAX_JSON_DEPTH} levels."})
+    try:
+        size = len(orjson.dumps(value))
+    except orjson.JSONEncodeError as error:
+        raise ValidationError({field: f"Not storable as JSON: {error}."}) from None
+    if size > max_bytes:
+        raise ValidationError({field: f"{size} bytes as JSON; at most {max_bytes}."})
+
+
 def validate_objects(objects) -> None:
     if not isinstance(objects, dict):
         raise ValidationError({"objects": "Must be a JSON object keyed by object id."})
+    if len(objects) > limits.PAGE_MAX_OBJECTS:
+        raise ValidationError(
+            {"objects": f"{len(objects)} objects; a page holds at most {limits.PAGE_MAX_OBJECTS}."}
+        )
+    validate_bounds(objects, "objects", max_bytes=limits.PAGE_MAX_BYTES)
     errors = [e for object_id, obj in objects.items() for e in object_errors(object_id, obj)]
     if errors:
         raise ValidationError({"objects": errors[:20]})
@@ -65,6 +90,7 @@ def validate_assets(assets) -> None:
     for kind in ASSET_KINDS:
         if not isinstance(assets.get(kind, {}), dict):
             raise ValidationError({"assets": f"{kind} must be an object keyed by id."})
+    validate_bounds(assets, "assets", max_bytes=limits.PAGE_MAX_BYTES)
 
 
 def validate_features(features) -> None:
@@ -72,3 +98,5 @@ def validate_features(features) -> None:
         raise ValidationError({"features": "Must be a list of feature names."})
     if unknown := sorted(set(features) - SUPPORTED_FEATURES):
         raise ValidationError({"features": f"Unsupported: {', '.join(unknown)}."})
+    if len(features) != len(set(features)):
+        raise ValidationError({"features": "Each feature once."})

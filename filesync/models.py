@@ -10,6 +10,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
 
+from .content import validate_assets, validate_features, validate_objects
+
 #: The file data layout this server writes. Imports of older data are migrated up to it.
 DATA_VERSION = 2
 
@@ -111,6 +113,11 @@ class File(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        """The rules services.py checks on every write, for the admin's forms too."""
+        validate_features(self.features)
+        validate_assets(self.assets)
+
     @property
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
@@ -138,6 +145,13 @@ class Page(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """The rules services.add_page checks, for the admin's form too."""
+        try:
+            validate_objects(self.object_map)
+        except ValidationError as error:
+            raise ValidationError({"object_map": error.messages}) from None
 
 
 class FileLibrary(models.Model):

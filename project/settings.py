@@ -233,6 +233,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON bounded by filesync.limits; forms and multipart for the upload routes.
+    "DEFAULT_PARSER_CLASSES": [
+        "filesync.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -281,6 +287,13 @@ IMPORT_MAX_ENTRIES = int(os.environ.get("IMPORT_MAX_ENTRIES", 1_000_000))
 IMPORT_MAX_RATIO = int(os.environ.get("IMPORT_MAX_RATIO", 200))
 #: A JSON document of an archive (a page) is parsed whole: its size bounds the memory.
 IMPORT_MAX_DOCUMENT_BYTES = int(os.environ.get("IMPORT_MAX_DOCUMENT_BYTES", 4 * 1024**2))
+
+# JSON: how deep and how big a request body and stored content may be (filesync/limits.py).
+MAX_JSON_DEPTH = int(os.environ.get("MAX_JSON_DEPTH", 64))
+API_MAX_JSON_BYTES = int(os.environ.get("API_MAX_JSON_BYTES", 12 * 1024**2))
+PAGE_MAX_BYTES = int(os.environ.get("PAGE_MAX_BYTES", 8 * 1024**2))
+PAGE_MAX_OBJECTS = int(os.environ.get("PAGE_MAX_OBJECTS", 100_000))
+
 #: How often a live listener re-reads the event rows when no push wakes it.
 EVENTS_POLL_SECONDS = float(os.environ.get("EVENTS_POLL_SECONDS", 0.5 if not REDIS_URL else 5))
 SYNC_LOCK_SECONDS = int(os.environ.get("SYNC_LOCK_SECONDS", 600))

@@ -4,10 +4,11 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from filesync.api.errors import Conflict
+from filesync.api.parsers import BoundedJSONParser
 from filesync.api.views import UUIDLookup
 from filesync.selectors import projects_for, readable_blobs
 
@@ -45,7 +46,7 @@ class ImportJobViewSet(
     """Import jobs: your own, or all of them for staff. Others' jobs answer 404."""
 
     serializer_class = ImportRequestSerializer
-    parser_classes = [MultiPartParser, JSONParser]
+    parser_classes = [MultiPartParser, BoundedJSONParser]
     throttle_scopes = {"create": "imports"}
 
     def get_queryset(self):

@@ -56,7 +56,7 @@ class Limits:
     max_ratio: int = 200  # uncompressed / compressed, for any entry over ratio_floor
     ratio_floor: int = 16 * 1024  # small JSON may compress better; it cannot add up to much
     max_document_bytes: int = 4 * 1024**2  # a JSON document (a page) is read and parsed whole
-    max_depth: int = 64  # nesting of a JSON document's arrays and objects
+    max_depth: int = 65  # nesting of a JSON document: 64 for content, 1 for the document
 
 
 class BinfileReader:

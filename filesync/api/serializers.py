@@ -1,6 +1,32 @@
-from rest_framework import serializers
+from django.core.exceptions import ObjectDoesNotExist
+from rest_framework import exceptions, serializers
 
 from ..models import Blob, File, FileLibrary, MediaObject, Page, Project, Snapshot, Team
+from ..selectors import files_for, projects_for, teams_for
+
+
+class VisibleIdField(serializers.PrimaryKeyRelatedField):
+    """An id in a request body, of a row the user may see (`visible(user)`).
+
+    Any other id, whether it exists in another team or nowhere, answers 404 "No such
+    <noun>." as an id in the URL does (filesync.access), so a body leaks no more than a
+    URL. Only a malformed id is a 400.
+    """
+
+    def __init__(self, *, visible, noun: str, **kwargs):
+        self.visible = visible
+        self.noun = noun
+        super().__init__(pk_field=serializers.UUIDField(), **kwargs)
+
+    def get_queryset(self):
+        return self.visible(self.context["request"].user)
+
+    def to_internal_value(self, data):
+        pk = self.pk_field.to_internal_value(data)
+        try:
+            return self.get_queryset().get(pk=pk)
+        except ObjectDoesNotExist:
+            raise exceptions.NotFound(f"No such {self.noun}.") from None
 
 
 class TeamSerializer(serializers.ModelSerializer):
@@ -13,6 +39,8 @@ class TeamSerializer(serializers.ModelSerializer):
 
 
 class ProjectSerializer(serializers.ModelSerializer):
+    team = VisibleIdField(visible=teams_for, noun="team")
+
     class Meta:
         model = Project
         fields = ["id", "team", "name", "created_at"]
@@ -20,6 +48,7 @@ class ProjectSerializer(serializers.ModelSerializer):
 
 
 class FileSerializer(serializers.ModelSerializer):
+    project = VisibleIdField(visible=projects_for, noun="project")
     libraries = serializers.SerializerMethodField()
 
     class Meta:
@@ -114,7 +143,13 @@ class MediaUploadSerializer(serializers.Serializer):
         return data
 
 
+def _readable_files(user):
+    return files_for(user, include_deleted=True)
+
+
 class LibraryLinkSerializer(serializers.ModelSerializer):
+    library = VisibleIdField(visible=_readable_files, noun="file")
+
     class Meta:
         model = FileLibrary
         fields = ["library", "created_at"]
@@ -129,7 +164,9 @@ class SnapshotSerializer(serializers.ModelSerializer):
 
 
 class DuplicateFileSerializer(serializers.Serializer):
-    project = serializers.UUIDField(
+    project = VisibleIdField(
+        visible=projects_for,
+        noun="project",
         required=False,
         help_text="Where the copy goes (you need the editor role there); "
         "by default the file's own project.",

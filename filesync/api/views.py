@@ -5,15 +5,16 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from .. import blobstore, services
 from ..access import require_team_role
 from ..http import ranged_file_response
-from ..models import File, Project, Role, Snapshot
+from ..models import File, Role, Snapshot
 from ..selectors import files_for, get_file, projects_for, teams_for
 from .errors import Conflict
+from .parsers import BoundedJSONParser
 from .serializers import (
     DuplicateFileSerializer,
     DuplicateProjectSerializer,
@@ -174,13 +175,9 @@ class FileViewSet(
         """Copy the file, named "<name> (copy)", into its project or another one you edit.
         References to libraries you can read stay; others are detached."""
         file = file_for(request.user, pk, writable=True)
-        body = DuplicateFileSerializer(data=request.data)
+        body = DuplicateFileSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
-        project = file.project
-        if (project_id := body.validated_data.get("project")) is not None:
-            project = Project.objects.filter(pk=project_id).first()
-            if project is None:
-                raise Http404("No such project.")
+        project = body.validated_data.get("project", file.project)
         require_team_role(request.user, project.team_id, Role.EDITOR)
         copy = services.duplicate_file(file=file, project=project, user=request.user)
         return Response(FileSerializer(copy).data, status=status.HTTP_201_CREATED)
@@ -193,10 +190,9 @@ class FileViewSet(
             file = file_for(request.user, pk)
             return Response(LibraryLinkSerializer(file.library_links.all(), many=True).data)
         file = file_for(request.user, pk, Role.EDITOR, writable=True)
-        link = LibraryLinkSerializer(data=request.data)
+        link = LibraryLinkSerializer(data=request.data, context={"request": request})
         link.is_valid(raise_exception=True)
-        library = file_for(request.user, link.validated_data["library"].pk)
-        services.link_library(file=file, library=library)
+        services.link_library(file=file, library=link.validated_data["library"])
         return Response(
             LibraryLinkSerializer(file.library_links.all(), many=True).data,
             status=status.HTTP_201_CREATED,
@@ -240,7 +236,7 @@ class PageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildVie
 
 class MediaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FileChildViewSet):
     serializer_class = MediaSerializer
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
     throttle_scopes = {"create": "uploads", "download": "blob_reads"}
 
     def get_queryset(self):

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from django.db.models import Q, QuerySet
 
 from ..models import Blob, Change, FeedCursor, MediaObject, SnapshotMedia
-from ..selectors import FileState, files_for, readable_blobs, teams_for
+from ..selectors import FileState, PageData, files_for, readable_blobs, teams_for
 
 
 def readable_blob(user, sha256: str) -> Blob | None:
@@ -37,6 +37,17 @@ def pending_for(user, sha256: str) -> bool:
     ).exists()
 
 
+def _page_record(page: PageData) -> dict:
+    return {
+        "page": {
+            "id": str(page.id),
+            "index": page.index,
+            "name": page.name,
+            "objects": page.objects,
+        }
+    }
+
+
 def file_content(state: FileState) -> Iterator[dict]:
     """A whole file for a follower, one record at a time: the file with its project, team
     and libraries, each page, each media object, then the revision read again at the end.
@@ -61,15 +72,11 @@ def file_content(state: FileState) -> Iterator[dict]:
             "team": {"id": str(project.team_id), "name": project.team.name},
         }
     }
-    for page in state.pages():
-        yield {
-            "page": {
-                "id": str(page.id),
-                "index": page.index,
-                "name": page.name,
-                "objects": page.objects,
-            }
-        }
+    # One page per query, and none kept while the next is read: a reader holds one page
+    # (PAGE_MAX_BYTES) at a time, however many the file has. A page gone meanwhile (a
+    # restore replaced them) is skipped; the revision at the end tells the reader.
+    for page_id in state.page_ids():
+        yield from map(_page_record, state.pages_with_ids([page_id]))
     media = MediaObject.objects.filter(file=file).order_by("id")
     for row in media.values_list("id", "sha256", "blob_id", "name", "mtype", "width", "height"):
         media_id, sha256, blob_id, name, mtype, width, height = row

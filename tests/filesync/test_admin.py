@@ -523,3 +523,33 @@ def test_linking_a_library_in_the_admin_goes_through_the_service(admin_client, d
     design.refresh_from_db()
     assert list(design.library_links.values_list("library_id", flat=True)) == [library.pk]
     assert design.revision == 1  # a link is not content
+
+
+def test_content_past_the_limits_is_refused_by_the_admin_forms(admin_client, design, settings):
+    """The admin writes rows directly: the models' clean() holds the services' rules."""
+    settings.MAX_JSON_DEPTH = 3
+    page = services.add_page(file=design, name="p", objects={"r": {"type": "rect"}})
+    too_deep = '{"g": {"type": "group", "children": [[1]]}}'
+    file_form = _empty_inline_management(admin_client.get(f"{FILES}{design.pk}/change/"))
+    file_form.update(
+        {
+            "project": str(design.project_id),
+            "name": design.name,
+            "features": "[]",
+            "assets": '{"components": ' + too_deep + "}",
+        }
+    )
+    page_form = {
+        "file": str(design.pk),
+        "page_id": str(page.page_id),
+        "index": "0",
+        "name": "p",
+        "object_map": too_deep,
+    }
+    before = store_state()
+    file_answer = admin_client.post(f"{FILES}{design.pk}/change/", file_form)
+    page_answer = admin_client.post(f"/admin/filesync/page/{page.pk}/change/", page_form)
+    assert file_answer.status_code == page_answer.status_code == 200
+    assert "Nested deeper than 3" in file_answer.context["adminform"].form.errors["assets"][0]
+    assert "Nested deeper than 3" in page_answer.context["adminform"].form.errors["object_map"][0]
+    assert store_state() == before

@@ -109,13 +109,41 @@ def test_viewer_may_read_but_not_write(api_for, viewer, project, design):
     assert store_state() == before
 
 
-def test_creating_in_someone_elses_project_is_404_and_writes_nothing(api_for, outsider, project):
-    client = api_for(outsider)
+@pytest.fixture
+def elsewhere(outsider) -> dict:
+    """Ids of rows that exist, in a team the requester is not in."""
+    team = services.create_team(name="Elsewhere", owner=outsider)
+    project = services.create_project(team=team, name="Theirs")
+    library = services.create_file(project=project, name="Their library", is_library=True)
+    snapshot = services.create_snapshot(file=library, label="theirs")
+    return {"team": team.id, "project": project.id, "file": library.id, "snapshot": snapshot.id}
+
+
+#: Every create route that names another row in its body: the route, the body around the
+#: id, and which kind of row the id is.
+BODY_IDS = [
+    ("/api/projects/", lambda id: {"team": id, "name": "x"}, "team"),
+    ("/api/files/", lambda id: {"project": id, "name": "x"}, "project"),
+    ("/api/files/{design}/libraries/", lambda id: {"library": id}, "file"),
+    ("/api/files/{design}/duplicate/", lambda id: {"project": id}, "project"),
+    ("/api/exports/", lambda id: {"files": [id]}, "file"),
+    ("/api/exports/", lambda id: {"project": id}, "project"),
+    ("/api/exports/", lambda id: {"snapshot": id}, "snapshot"),
+    ("/api/imports/", lambda id: {"project": id, "blob": "0" * 64}, "project"),
+]
+
+
+@pytest.mark.parametrize("route, body, kind", BODY_IDS, ids=[f"{r}-{k}" for r, _, k in BODY_IDS])
+def test_a_body_id_in_another_team_answers_like_one_that_exists_nowhere(
+    api_for, editor, design, elsewhere, route, body, kind
+):
+    client = api_for(editor)
+    url = route.format(design=design.id)
     before = store_state()
-    response = client.post(
-        "/api/files/", {"project": str(project.id), "name": "intruder"}, format="json"
-    )
-    assert response.status_code == 404
+    foreign = client.post(url, body(str(elsewhere[kind])), format="json")
+    nowhere = client.post(url, body(str(uuid.uuid4())), format="json")
+    assert foreign.status_code == nowhere.status_code == 404, (foreign.content, nowhere.content)
+    assert foreign.json() == nowhere.json()
     assert store_state() == before
 
 
@@ -123,7 +151,7 @@ def test_creating_in_someone_elses_project_is_404_and_writes_nothing(api_for, ou
     "body, field",
     [
         ({"name": "x"}, "project"),
-        ({"project": "00000000-0000-4000-8000-000000000000", "name": "x"}, "project"),
+        ({"project": "not-a-uuid", "name": "x"}, "project"),
         ({"name": ""}, "name"),
         ({"features": ["warp-drive"]}, "features"),
         ({"assets": {"fonts": {}}}, "assets"),

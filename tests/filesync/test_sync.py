@@ -3,17 +3,20 @@ import os
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from filesync import services
 from filesync.models import Blob, BlobHolder, Change, ContentLock
+from tests.conftest import serve_asgi
 from tests.downloads import download, served_by_s3
 from tests.snapshot import store_state
-from tests.waiting import patience, wait_for
+from tests.waiting import patience, stop_process, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -394,3 +397,46 @@ def test_sixty_four_concurrent_clients_all_finish(asgi_server, editor):
     results = asyncio.run(crowd())
     assert all(results) and len(results) == 64
     assert Blob.objects.count() == 64
+
+
+def _memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (the peak so far) of a process, in KiB."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {
+        key: int(value.split()[0])
+        for key, value in (line.split(":", 1) for line in lines)
+        if key in ("VmRSS", "VmHWM")
+    }
+
+
+def test_the_whole_file_read_streams_in_flat_memory(live_env, tmp_path, editor, project):
+    """Through uvicorn, a file of 32 pages of 1.5 MB each is sent a page at a time: the
+    server's peak memory grows by well under half the file, and the lines read back are the
+    file. (Django drains a sync iterator into memory under ASGI; this one is async.)"""
+    small = services.create_file(project=project, name="Warm-up")
+    services.add_page(file=small, name="p", objects={"r": {"type": "rect"}})
+    big = services.create_file(project=project, name="Big")
+    pages = [
+        {f"p{n}-{k}": {"type": "path", "content": os.urandom(50_000).hex()} for k in range(15)}
+        for n in range(32)
+    ]
+    for n, objects in enumerate(pages):
+        services.add_page(file=big, name=f"Page {n}", objects=objects)
+    size = sum(len(orjson.dumps(objects)) for objects in pages)
+    token = Token.objects.get_or_create(user=editor)[0].key
+    server, base = serve_asgi(live_env, tmp_path / "uvicorn.log")
+    try:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Token {token}"}) as http:
+            http.get(f"/api/sync/files/{small.id}").raise_for_status()
+            before = _memory_kib(server.pid)
+            with http.stream("GET", f"/api/sync/files/{big.id}", timeout=patience(60)) as answer:
+                assert answer.status_code == 200
+                body = b"".join(answer.iter_bytes())
+            after = _memory_kib(server.pid)
+    finally:
+        stop_process(server)
+    records = [orjson.loads(line) for line in body.splitlines()]
+    assert [r["page"]["objects"] for r in records if "page" in r] == pages
+    assert records[-1] == {"end": {"revision": 33}}
+    grown = (after["VmHWM"] - before["VmRSS"]) * 1024
+    assert grown < size / 2, f"the server's peak grew {grown >> 20} MiB for {size >> 20} MiB"
