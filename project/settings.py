@@ -285,13 +285,16 @@ EXPORT_CALLBACK_HOSTS = [h for h in os.environ.get("EXPORT_CALLBACK_HOSTS", "").
 IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES", 10 * 1024**3))
 IMPORT_MAX_ENTRIES = int(os.environ.get("IMPORT_MAX_ENTRIES", 1_000_000))
 IMPORT_MAX_RATIO = int(os.environ.get("IMPORT_MAX_RATIO", 200))
-#: A JSON document of an archive (a page) is parsed whole: its size bounds the memory.
-IMPORT_MAX_DOCUMENT_BYTES = int(os.environ.get("IMPORT_MAX_DOCUMENT_BYTES", 4 * 1024**2))
-
 # JSON: how deep and how big a request body and stored content may be (filesync/limits.py).
 MAX_JSON_DEPTH = int(os.environ.get("MAX_JSON_DEPTH", 64))
 API_MAX_JSON_BYTES = int(os.environ.get("API_MAX_JSON_BYTES", 12 * 1024**2))
-PAGE_MAX_BYTES = int(os.environ.get("PAGE_MAX_BYTES", 8 * 1024**2))
+PAGE_MAX_BYTES = int(os.environ.get("PAGE_MAX_BYTES", 4 * 1024**2))
+#: A JSON document of an archive (a page) is parsed whole: its size bounds the memory. The
+#: default takes any page the store holds, with room for the document around it, so
+#: whatever Ferry exports it imports back.
+IMPORT_MAX_DOCUMENT_BYTES = int(
+    os.environ.get("IMPORT_MAX_DOCUMENT_BYTES", PAGE_MAX_BYTES + 1024**2)
+)
 PAGE_MAX_OBJECTS = int(os.environ.get("PAGE_MAX_OBJECTS", 100_000))
 
 #: How often a live listener re-reads the event rows when no push wakes it.
