@@ -8,6 +8,10 @@ PORT ?= 8000
 # make test-services: the suite against PostgreSQL, Redis and an S3 API (moto's server,
 # started by the test session on a free loopback port). The port also names this run's
 # django-q2 queue and channel-layer keys, so two runs on one machine never meet.
+# Each suite runs on TEST_WORKERS pytest-xdist processes (0: in this one); tests/conftest.py
+# gives each worker its own queue, channel-layer prefix and S3 API server.
+TEST_WORKERS ?= 2
+PYTEST = $(PY) -m pytest -n $(TEST_WORKERS)
 FREE_PORT := import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
 SERVICES_ENV = \
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/ferry \
@@ -54,10 +58,10 @@ run: $(VENV)/.installed-run
 	until wait; do :; done
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-services: $(VENV)/.installed-dev
-	run=$$($(PY) -c '$(FREE_PORT)') && $(SERVICES_ENV) $(PY) -m pytest
+	run=$$($(PY) -c '$(FREE_PORT)') && $(SERVICES_ENV) $(PYTEST)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

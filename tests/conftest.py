@@ -58,6 +58,53 @@ def pytest_collection_modifyitems(items):
         marker = item.get_closest_marker("timeout")
         seconds = marker.args[0] if marker and marker.args else TEST_TIMEOUT
         item.add_marker(pytest.mark.timeout(patience(seconds)), append=False)
+    start_the_longest_first(items)
+
+
+# --- parallel runs (pytest-xdist, `make test` runs TEST_WORKERS of them) ---------------
+
+
+def pytest_xdist_setupnodes(config, specs):
+    """Each xdist worker keeps apart from the others as runs already do: its own django-q2
+    queue and channel-layer prefix on Redis (a live test purges its queue at start, which
+    would drop a live test's jobs on another worker) and its own S3 API server (the
+    session's `s3_server`, stopped when the worker's tests are done), on a free port.
+
+    Set here, in the process that starts the workers, because a worker reads them into
+    Django's settings before any conftest is imported. The test database needs nothing:
+    `django_db_modify_db_settings` names it after the worker's process (PostgreSQL) or puts
+    it in the worker's own temporary directory (SQLite)."""
+    for spec in specs:
+        for name in ("Q_CLUSTER_NAME", "CHANNEL_LAYER_PREFIX"):
+            if os.environ.get(name):
+                spec.env[name] = f"{os.environ[name]}-{spec.id}"
+        if endpoint := os.environ.get("AWS_S3_ENDPOINT_URL"):
+            url = urlparse(endpoint)
+            port = free_port()
+            spec.env["AWS_S3_ENDPOINT_URL"] = url._replace(netloc=f"{url.hostname}:{port}").geturl()
+
+
+def start_the_longest_first(items):
+    """Live tests on no test database (they run their own processes on a database of their
+    own; a kill and a takeover wait for a lease and a schedule, minutes) start first, those
+    allowed the longest first. pytest-django puts them last, where a parallel run would end
+    on them with its other workers idle. Tests on the test database keep pytest-django's
+    order, which only orders them among themselves."""
+
+    def on_no_database(item) -> bool:
+        uses = {"db", "transactional_db", "django_db_setup"} & set(item.fixturenames)
+        return (
+            item.get_closest_marker("live")
+            and not item.get_closest_marker("django_db")
+            and not uses
+        )
+
+    def allowed(item) -> float:
+        return item.get_closest_marker("timeout").args[0]
+
+    first = sorted((item for item in items if on_no_database(item)), key=allowed, reverse=True)
+    rest = [item for item in items if not on_no_database(item)]
+    items[:] = first + rest
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +134,28 @@ def drop_test_database():
 
     with psycopg.connect(_postgres_url("postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, whose commits on PostgreSQL do not wait for the disk
+    (`synchronous_commit = off`, for every connection to it: the servers and workers a test
+    starts too). A commit is as visible and as isolated as before; only a crash of the
+    PostgreSQL server could lose the last ones, which no test does. Most tests commit every
+    write (transactional tests), and a flushed commit cost ~10 ms on the CI machine."""
+    database = connection.settings_dict
+    if database["ENGINE"].endswith("postgresql"):
+        with django_db_blocker.unblock():
+            without_waiting_for_the_disk(database["NAME"])
+            connection.close()  # the next connection takes the database's new default
+    yield
+
+
+def without_waiting_for_the_disk(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_postgres_url("postgres"), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
 
 
 def _postgres_url(name: str) -> str:
@@ -350,6 +419,7 @@ def scratch_database(prefix: str):
     admin = _postgres_url("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+    without_waiting_for_the_disk(name)
     try:
         yield _postgres_url(name)
     finally:
