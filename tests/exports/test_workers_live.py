@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -241,7 +242,13 @@ def subprocess_env(*, var_dir: str, s3_prefix: str, database_url: str | None) ->
         env.update({k: os.environ[k] for k in ("REDIS_URL", "Q_BROKER") if k in os.environ})
         env["DATABASE_URL"] = database_url
         env["FERRY_S3_PREFIX"] = s3_prefix
-    env.update(KNOBS, FERRY_VAR_DIR=var_dir, PYTHONUNBUFFERED="1")
+    # One deployment, one secret: every process of it (servers, clusters, commands) shares it.
+    env.update(
+        KNOBS,
+        FERRY_VAR_DIR=var_dir,
+        PYTHONUNBUFFERED="1",
+        DJANGO_SECRET_KEY=f"deployment-{secrets.token_urlsafe(40)}",
+    )
     return env
 
 
