@@ -190,7 +190,9 @@ CHANNEL_LAYERS = {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # Deployments (or test runs) sharing one Redis keep apart by prefix.
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, which breaks the
+                # layer's blocking reads (channels_redis#422): they time out themselves.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
                 "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "asgi"),
             },
         }
