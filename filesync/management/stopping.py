@@ -6,10 +6,16 @@ otherwise never stop on SIGINT. The first signal sets the command's stop event a
 `Stopped` in the main thread, wherever it waits (a long poll, a sleep, a lock, a join):
 its transactions roll back on the way out and the command gives back what it holds. A
 second signal while it does so is ignored: the cleanup itself is bounded.
+
+A stop may land between the making and the awaiting of a coroutine (inside asgiref's
+`async_to_sync`, as the feed notifies the channel layer): Python would then print a
+"coroutine … was never awaited" warning on the way out, which tells an operator nothing,
+so a stop silences that one warning.
 """
 
 import signal
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -36,6 +42,7 @@ def stop_on_signals(stop: threading.Event | None = None) -> Iterator[threading.E
         if stop.is_set():
             return
         stop.set()
+        warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
         raise Stopped(signum)
 
     previous = {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS}
