@@ -37,11 +37,19 @@ class Lease:
 
     @classmethod
     def take(
-        cls, claimable: QuerySet, pk, *, holder: str, seconds: float, **fields
+        cls,
+        claimable: QuerySet,
+        pk,
+        *,
+        holder: str,
+        seconds: float,
+        holder_field: str = "worker",
+        until_field: str = "lease_expires_at",
+        **fields,
     ) -> "Lease | None":
         """Hold the row if it is among `claimable` and nobody holds a live lease on it;
         `fields` are written with the claim, in the same statement."""
-        lease = cls(claimable.model, pk, holder, seconds)
+        lease = cls(claimable.model, pk, holder, seconds, holder_field, until_field)
         now = timezone.now()
         free = Q(**{f"{lease.until_field}__isnull": True}) | Q(**{f"{lease.until_field}__lt": now})
         taken = (
@@ -69,9 +77,7 @@ class Lease:
 
     def release(self, **fields) -> bool:
         """Give the row back (and write `fields`); False if it was no longer held."""
-        return bool(
-            self.held().update(**{self.holder_field: "", self.until_field: None}, **fields)
-        )
+        return bool(self.held().update(**{self.holder_field: "", self.until_field: None}, **fields))
 
     def lock(self) -> Model:
         """Inside a transaction: the row, locked until the commit, or LeaseLost. Writes
