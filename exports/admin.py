@@ -24,7 +24,7 @@ from filesync.admin import FileAdmin, ProjectAdmin, ReadOnlyAdmin
 
 from . import services
 from .admin_actions import export_files_as_binfile, export_projects_as_binfile
-from .links import download_path
+from .exporting.links import download_path
 from .models import ACTIVE_STATES, ExportJob, Job, JobState
 from .selectors import jobs_for
 

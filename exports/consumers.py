@@ -8,8 +8,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from filesync.http import ascii_int
 
-from .listening import event_payload
-from .listening import job_events as follow
+from .jobs.listening import event_payload
+from .jobs.listening import job_events as follow
 from .sse import VISIBLE
 
 NOT_FOUND = 4404

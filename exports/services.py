@@ -18,13 +18,15 @@ from django.utils import timezone
 from filesync.access import require_team_role
 from filesync.models import Blob, File, FileLibrary, MediaObject, Project, Role, Snapshot
 
-from .archive import planned_size
 from .binfile.format import BinfileError
 from .binfile.reader import BinfileReader
-from .engine import finish_cancelled
-from .events import record_event
-from .importer import finish_import, import_limits, remove_source
-from .leases import acquire_lease, stalled_jobs
+from .exporting.archive import planned_size
+from .exporting.engine import finish_cancelled
+from .exporting.sinks import IMPORTS, PARTIALS, exports_storage, uses_s3
+from .importing.engine import finish_import, import_limits, remove_source
+from .jobs.events import record_event
+from .jobs.kernel import acquire_lease, stalled_jobs
+from .jobs.queue import enqueue_export, enqueue_import
 from .models import (
     ACTIVE_STATES,
     EventKind,
@@ -37,8 +39,6 @@ from .models import (
     PinnedRelation,
     WebhookSecret,
 )
-from .queue import enqueue_export, enqueue_import
-from .sinks import IMPORTS, PARTIALS, exports_storage, uses_s3
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from django.http import Http404, JsonResponse, StreamingHttpResponse
 
 from filesync.api.auth import read, request_user
 
-from .listening import job_events as follow
+from .jobs.listening import job_events as follow
 from .selectors import imports_for, jobs_for
 
 VISIBLE = {"export": jobs_for, "import": imports_for}

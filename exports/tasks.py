@@ -4,9 +4,10 @@ import os
 import socket
 import uuid
 
-from . import callbacks, importer, services
-from .engine import run_tick
-from .queue import enqueue_export
+from . import callbacks, services
+from .exporting.engine import run_tick
+from .importing import engine as importer
+from .jobs.queue import enqueue_export
 
 
 def _worker() -> str:

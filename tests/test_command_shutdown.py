@@ -20,10 +20,10 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from exports.binfile.reader import BinfileReader
-from exports.engine import run_tick
-from exports.importer import run_import
+from exports.exporting.engine import run_tick
+from exports.exporting.sinks import copy_artifact
+from exports.importing.engine import run_import
 from exports.models import EventKind, ExportJob, ExportPart, ImportEvent, ImportJob, JobState
-from exports.sinks import copy_artifact
 from filesync.models import Change, ChangeKind, File
 from tests.conftest import ROOT
 from tests.snapshot import store_state

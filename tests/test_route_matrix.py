@@ -28,7 +28,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.views import APIView
 
 from exports import services as export_services
-from exports.links import download_path
+from exports.exporting.links import download_path
 from exports.models import ExportJob, ImportJob
 from filesync import services
 from filesync.sync import services as sync_services

@@ -15,10 +15,10 @@ from filesync.models import Snapshot
 from filesync.selectors import files_for, projects_for
 
 from .. import services
-from ..links import check_download_token, download_filename, download_path
+from ..exporting.links import check_download_token, download_filename, download_path
+from ..exporting.sinks import artifact_opener, artifact_presigned_url
 from ..models import JobState
 from ..selectors import describe_callback, describe_job, jobs_for
-from ..sinks import artifact_opener, artifact_presigned_url
 from .serializers import ExportRequestSerializer
 
 

@@ -7,7 +7,7 @@ import pytest
 from django.core.files.storage import storages
 
 from exports.binfile.reader import BinfileReader
-from exports.engine import run_tick
+from exports.exporting.engine import run_tick
 from exports.models import ExportJob
 from tests.conftest import ROOT
 from tests.waiting import stop_process, wait_for

@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from exports import services
 from exports.binfile.format import TYPE
-from exports.importer import run_import
+from exports.importing.engine import run_import
 from exports.models import ImportEvent, ImportJob, JobState
 from filesync import services as filesync_services
 from filesync.models import File

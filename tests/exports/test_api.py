@@ -3,7 +3,7 @@ import hashlib
 import pytest
 
 from exports import services
-from exports.links import download_path
+from exports.exporting.links import download_path
 from exports.models import ExportJob, JobState
 from tests.downloads import download, served_by_s3
 from tests.exports.conftest import artifact_bytes, run_to_end

@@ -5,10 +5,10 @@ import pytest
 from django.utils import timezone
 
 from exports import services
-from exports.engine import run_tick
-from exports.leases import acquire_lease
+from exports.exporting.engine import run_tick
+from exports.exporting.sinks import artifact_name, exports_storage, uses_s3
+from exports.jobs.kernel import acquire_lease
 from exports.models import ExportEntry, ExportJob, ExportPart, JobEvent, JobState
-from exports.sinks import artifact_name, exports_storage, uses_s3
 from filesync import services as filesync_services
 from filesync.models import Blob
 from tests.exports.conftest import artifact_bytes, read_archive, run_to_end
@@ -76,7 +76,7 @@ class WorkerDied(BaseException):
 def test_a_job_whose_worker_died_resumes_losing_at_most_one_part(workspace, monkeypatch):
     whole = run_to_end(export(project=workspace.project))
     job = export(project=workspace.project)
-    from exports import sinks
+    from exports.exporting import sinks
 
     for sink_class in (sinks.FilesystemSink, sinks.S3MultipartSink):
         original = sink_class.write_part
@@ -292,7 +292,7 @@ def test_blobs_shared_by_files_are_written_once(workspace):
 
 
 def test_part_size_grows_so_no_archive_needs_more_than_s3s_part_cap(settings):
-    from exports.engine import choose_part_size
+    from exports.exporting.engine import choose_part_size
 
     settings.EXPORT_PART_SIZE = 8 * 2**20
     assert choose_part_size(10**9, s3=True) == 8 * 2**20

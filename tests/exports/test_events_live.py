@@ -21,7 +21,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from rest_framework.authtoken.models import Token
 
 from exports import services
-from exports.listening import event_payload
+from exports.jobs.listening import event_payload
 from exports.models import ImportJob, JobEvent, JobState
 from filesync import services as filesync_services
 from tests.exports.conftest import artifact_bytes, run_to_end

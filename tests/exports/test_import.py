@@ -9,7 +9,7 @@ from django.core.management import call_command
 
 from exports import services
 from exports.binfile.reader import BinfileReader
-from exports.importer import run_import
+from exports.importing.engine import run_import
 from exports.models import ImportEvent, ImportJob, JobState
 from filesync import services as filesync_services
 from filesync.models import File, FileLibrary, MediaObject, Page
@@ -286,7 +286,7 @@ def test_import_command(workspace, editor, tmp_path, team):
 
 
 def test_maintenance_removes_uploads_no_import_will_read(workspace, editor, settings):
-    from exports.sinks import exports_storage
+    from exports.exporting.sinks import exports_storage
     from exports.tasks import maintain
 
     archive = export_bytes(user=editor, project=workspace.project)

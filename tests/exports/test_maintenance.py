@@ -8,7 +8,7 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 
 from exports import services
-from exports.engine import run_tick
+from exports.exporting.engine import run_tick
 from exports.models import ExportJob, JobState
 from exports.tasks import maintain
 from tests.exports.conftest import run_to_end

@@ -6,12 +6,12 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from exports import services
-from exports.engine import run_tick
-from exports.leases import release_lease
-from exports.links import download_path
+from exports.exporting.engine import run_tick
+from exports.exporting.links import download_path
+from exports.exporting.sinks import artifact_location, copy_artifact
+from exports.jobs.kernel import release_lease
 from exports.models import ExportJob, JobState, LibrariesMode
 from exports.selectors import events_after
-from exports.sinks import artifact_location, copy_artifact
 from filesync.management.lookups import row_with_id, user_named
 from filesync.management.stopping import Stopped, stop_on_signals
 from filesync.models import Project, Snapshot

@@ -7,8 +7,8 @@ from tqdm import tqdm
 
 from exports import services
 from exports.binfile.format import BinfileError
-from exports.importer import run_import
-from exports.leases import release_lease
+from exports.importing.engine import run_import
+from exports.jobs.kernel import release_lease
 from exports.models import ACTIVE_STATES, ImportJob, JobState
 from filesync.management.lookups import row_with_id, user_named
 from filesync.management.stopping import Stopped, stop_on_signals

@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from exports.jobs.events import TERMINAL_KINDS, group_name
+from exports.models import Event, Job
+from exports.selectors import events_after
 from filesync.api.auth import read
-
-from .events import TERMINAL_KINDS, group_name
-from .models import Event, Job
-from .selectors import events_after
 
 
 def event_payload(event: Event) -> dict:

@@ -5,7 +5,7 @@ from django.core import signing
 from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
-from .models import ExportJob
+from exports.models import ExportJob
 
 SALT = "ferry.exports.download"
 

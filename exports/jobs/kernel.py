@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from .models import ACTIVE_STATES, Job, JobState
+from exports.models import ACTIVE_STATES, Job, JobState
 
 
 class LeaseLost(Exception):

@@ -27,6 +27,15 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from exports.binfile import documents
+from exports.binfile import format as binfile
+from exports.binfile.format import MANIFEST, BinfileError
+from exports.binfile.reader import BinfileReader, Limits
+from exports.exporting.engine import describe_error
+from exports.exporting.sinks import exports_storage
+from exports.jobs.events import record_event
+from exports.jobs.kernel import Cancelled, LeaseLost, acquire_lease, renew_lease
+from exports.models import EventKind, ImportJob, JobState
 from filesync import blobstore
 from filesync.content import validate_assets, validate_features, validate_objects
 from filesync.copying import FileCopy, ReadableFiles, Relink, finish_copies, write_copy
@@ -35,16 +44,6 @@ from filesync.limits import DOCUMENT_ENVELOPE_DEPTH, MAX_JSON_DEPTH
 from filesync.models import DATA_VERSION, Blob
 from filesync.selectors import MediaData, PageData
 from filesync.services import store_blob
-
-from .binfile import documents
-from .binfile import format as binfile
-from .binfile.format import MANIFEST, BinfileError
-from .binfile.reader import BinfileReader, Limits
-from .engine import describe_error
-from .events import record_event
-from .leases import Cancelled, LeaseLost, acquire_lease, renew_lease
-from .models import EventKind, ImportJob, JobState
-from .sinks import exports_storage
 
 logger = logging.getLogger(__name__)
 

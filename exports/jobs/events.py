@@ -11,8 +11,8 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.db.models import F
 
-from .models import Event, EventKind, Job
-from .queue import enqueue_callback
+from exports.jobs.queue import enqueue_callback
+from exports.models import Event, EventKind, Job
 
 TERMINAL_KINDS = {EventKind.END, EventKind.ERROR, EventKind.CANCELLED}
 

@@ -13,15 +13,14 @@ from datetime import datetime
 from django.conf import settings
 from django.db.models import Sum
 
+from exports.binfile import format as binfile
+from exports.binfile.zipstream import DEFLATED, STORED, EntryRecord
+from exports.exporting.errors import ExportError
+from exports.models import ExportJob, LibrariesMode, PinnedFile
 from filesync import blobstore
 from filesync.models import Blob, File, MediaObject, SnapshotMedia
 from filesync.references import asset_references
 from filesync.selectors import FileState, get_file
-
-from .binfile import format as binfile
-from .binfile.zipstream import DEFLATED, STORED, EntryRecord
-from .errors import ExportError
-from .models import ExportJob, LibrariesMode, PinnedFile
 
 GENERATED_BY = "ferry/1.0"
 #: A rough size of a page or metadata entry, for the progress total before anything is read.

@@ -13,9 +13,8 @@ from typing import Any, NamedTuple
 
 from django.db import connection
 
+from exports.exporting.sinks import PartSink
 from filesync.resumable_hash import ResumableSha256
-
-from .sinks import PartSink
 
 
 class WrittenPart(NamedTuple):

@@ -21,18 +21,17 @@ from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from exports.binfile.zipstream import EntryRecord, ZipStream
+from exports.exporting.archive import archive_entries, planned_size
+from exports.exporting.errors import ExportError
+from exports.exporting.links import download_path
+from exports.exporting.partwriter import PartWriter, WrittenPart
+from exports.exporting.sinks import PartSink, sink_for, uses_s3
+from exports.jobs.events import record_event
+from exports.jobs.kernel import Cancelled, LeaseLost, acquire_lease, lease_until, release_lease
+from exports.models import EventKind, ExportEntry, ExportJob, ExportPart, JobState
 from filesync.blobstore import BlobMissing
 from filesync.resumable_hash import ResumableSha256
-
-from .archive import archive_entries, planned_size
-from .binfile.zipstream import EntryRecord, ZipStream
-from .errors import ExportError
-from .events import record_event
-from .leases import Cancelled, LeaseLost, acquire_lease, lease_until, release_lease
-from .links import download_path
-from .models import EventKind, ExportEntry, ExportJob, ExportPart, JobState
-from .partwriter import PartWriter, WrittenPart
-from .sinks import PartSink, sink_for, uses_s3
 
 logger = logging.getLogger(__name__)
 

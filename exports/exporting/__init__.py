@@ -1,0 +1,1 @@
+"""Exporting: files into a binfile, a part at a time, under the job kernel."""
