@@ -21,11 +21,11 @@ from filesync.models import Blob, File, FileLibrary, MediaObject, Project, Role,
 from .binfile.format import BinfileError
 from .binfile.reader import BinfileReader
 from .exporting.archive import planned_size
-from .exporting.engine import finish_cancelled
+from .exporting.engine import ExportEngine
 from .exporting.sinks import IMPORTS, PARTIALS, exports_storage, uses_s3
-from .importing.engine import finish_import, import_limits, remove_source
+from .importing.engine import ImportEngine, import_limits, remove_source
 from .jobs.events import record_event
-from .jobs.kernel import acquire_lease, stalled_jobs
+from .jobs.kernel import cancel_unheld, stalled_jobs
 from .jobs.queue import enqueue_export, enqueue_import
 from .models import (
     ACTIVE_STATES,
@@ -162,11 +162,7 @@ def request_cancel(*, job: Job) -> Job:
         )
     jobs = type(job)
     jobs.objects.filter(pk=job.pk).update(cancel_requested=True)
-    if acquire_lease(jobs, job.pk, worker="canceller"):
-        if isinstance(job, ExportJob):
-            finish_cancelled(job)
-        else:
-            finish_import(job, "canceller", JobState.CANCELLED, EventKind.CANCELLED, {})
+    cancel_unheld(ExportEngine if isinstance(job, ExportJob) else ImportEngine, job)
     job.refresh_from_db()
     return job
 

@@ -1,13 +1,12 @@
-"""The export engine: one tick of work on one job, under a lease.
+"""The export engine: one tick of work on one job, under the job kernel's lease.
 
-A tick takes the job's lease, resumes from its checkpoint, streams the archive into the
-part sink, checkpoints after every part, and stops when the archive is published, when it
-fails, when it is cancelled, or when its time budget is spent (then it frees the lease and
-asks for another tick). Deterministic output makes a resumed archive byte-identical to
-an uninterrupted one.
+A tick resumes from the job's checkpoint, streams the archive into the part sink,
+checkpoints after every part, and stops when the archive is published or when its time
+budget is spent (the kernel then gives the job back and queues another tick). Failing,
+cancelling, heartbeats and progress events are the kernel's. Deterministic output makes
+a resumed archive byte-identical to an uninterrupted one.
 """
 
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -15,9 +14,8 @@ from dataclasses import asdict, fields
 from datetime import timedelta
 from itertools import islice
 
-from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -27,21 +25,13 @@ from exports.exporting.errors import ExportError
 from exports.exporting.links import download_path
 from exports.exporting.partwriter import PartWriter, WrittenPart
 from exports.exporting.sinks import PartSink, sink_for, uses_s3
-from exports.jobs.events import record_event
-from exports.jobs.kernel import Cancelled, LeaseLost, acquire_lease, lease_until, release_lease
-from exports.models import EventKind, ExportEntry, ExportJob, ExportPart, JobState
-from filesync.blobstore import BlobMissing
+from exports.jobs.kernel import Cancelled, Engine, JobRun, LeaseLost, OutOfTime, run_job
+from exports.models import ExportEntry, ExportJob, ExportPart
 from filesync.resumable_hash import ResumableSha256
-
-logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 S3_MIN_PART = 5 * MIB
 MAX_PARTS = 9_000  # below S3's 10,000, with room for an estimate that fell short
-
-
-class OutOfTime(Exception):
-    """The tick's budget is spent; the checkpoint is written."""
 
 
 def choose_part_size(bytes_planned: int, *, s3: bool) -> int:
@@ -61,104 +51,48 @@ def run_tick(
     on_progress: Callable[[ExportJob], None] | None = None,
 ) -> str:
     """Work on the job for one tick. Returns what became of it: a JobState, or 'busy'/'lost'."""
-    job = acquire_lease(ExportJob, job_id, worker)
-    if job is None:
-        return "busy"
-    budget = settings.EXPORT_TICK_SECONDS if tick_seconds is None else tick_seconds
-    tick = _Tick(job, worker, deadline=time.monotonic() + budget, on_progress=on_progress)
-    try:
-        tick.run()
-    except OutOfTime:
-        release_lease(job, worker)
-        if requeue:
-            requeue(job.id)
-        return JobState.RUNNING
-    except LeaseLost:
-        logger.warning("export %s: lease lost by %s", job.id, worker)
-        return "lost"
-    except Cancelled:
-        finish_cancelled(job, tick.sink)
-        return JobState.CANCELLED
-    except Exception as error:  # every failure ends as an error event, never a broken file
-        code, message = describe_error(error)
-        logger.log(
-            logging.ERROR if code == "internal_error" else logging.WARNING,
-            "export %s failed: %s",
-            job.id,
-            message,
-            exc_info=code == "internal_error",
-        )
-        data = {"code": code, "message": message}
-        _finish_without_artifact(job, tick.sink, JobState.FAILED, EventKind.ERROR, data)
-        return JobState.FAILED
-    return JobState.SUCCEEDED
+    return run_job(
+        ExportEngine,
+        job_id,
+        worker=worker,
+        requeue=requeue,
+        on_progress=on_progress,
+        tick_seconds=tick_seconds,
+    )
 
 
-def describe_error(error: Exception) -> tuple[str, str]:
-    if isinstance(error, ExportError):
-        return error.code, error.message
-    if isinstance(error, BlobMissing):
-        return "blob_missing", f"{error} Restore it from a backup or a replica, then retry."
-    if isinstance(error, (BotoCoreError, ClientError, OSError)):
-        return "storage_error", f"The storage refused a write or a read: {error}"
-    if isinstance(error, DatabaseError):
-        return "database_error", f"The database failed: {error}"
-    return "internal_error", f"Unexpected error ({type(error).__name__}); see the worker's log."
+class ExportEngine(Engine):
+    """One tick of an export: resume from the checkpoint, stream parts into the sink, and
+    publish the archive at the end; a checkpoint after every part."""
 
+    jobs = ExportJob
 
-def finish_cancelled(job: ExportJob, sink: PartSink | None = None) -> None:
-    """End a job whose lease the caller holds as cancelled, aborting any parts it wrote."""
-    if sink is None and job.part_size:
-        sink = sink_for(job)
-    _finish_without_artifact(job, sink, JobState.CANCELLED, EventKind.CANCELLED, {})
+    def __init__(self, run: JobRun, tick_seconds: float | None = None):
+        super().__init__(run)
+        budget = settings.EXPORT_TICK_SECONDS if tick_seconds is None else tick_seconds
+        self.deadline = time.monotonic() + budget
+        self.sink: PartSink | None = sink_for(self.job) if self.job.part_size else None
 
+    def discard(self) -> None:
+        ExportEntry.objects.filter(job=self.job).delete()
+        ExportPart.objects.filter(job=self.job).delete()
+        ExportJob.objects.filter(pk=self.job.pk).update(hash_state=None)
 
-def _finish_without_artifact(job, sink: PartSink | None, state, kind, data: dict) -> None:
-    """Fail or cancel: abort the upload, drop the parts, record the outcome."""
-    if sink is not None:
-        try:
-            sink.abort()
-        except Exception:  # the reaper removes abandoned parts later
-            logger.warning("export %s: could not abort its parts", job.pk, exc_info=True)
-    with transaction.atomic():
-        ExportEntry.objects.filter(job=job).delete()
-        ExportPart.objects.filter(job=job).delete()
-        ExportJob.objects.filter(pk=job.pk).update(
-            state=state,
-            worker="",
-            lease_expires_at=None,
-            hash_state=None,
-            finished_at=timezone.now(),
-            error_code=data.get("code", ""),
-            error_message=data.get("message", ""),
-        )
-        record_event(job, kind, data)
+    def release_storage(self) -> None:
+        if self.sink is not None:
+            self.sink.abort()
 
-
-class _Tick:
-    def __init__(self, job: ExportJob, worker: str, deadline: float, on_progress=None):
-        self.job = job
-        self.on_progress = on_progress
-        self.worker = worker
-        self.deadline = deadline
-        self.sink: PartSink | None = None
-        self.last_progress = 0.0
-        self.last_alive = time.monotonic()
-
-    def run(self) -> None:
+    def work(self) -> None:
         job = self.job
         if job.cancel_requested:
             raise Cancelled
         if job.part_size == 0:
             self._start()
         else:
-            self.sink = sink_for(job)
             beyond = self.sink.resume(job.bytes_flushed)
             if beyond:
                 job.parts_rewritten += math.ceil(beyond / job.part_size)
-                ExportJob.objects.filter(pk=job.pk, worker=self.worker).update(
-                    parts_rewritten=job.parts_rewritten
-                )
+                self.run.write(parts_rewritten=job.parts_rewritten)
         records = [_record(row) for row in job.entries.order_by("index")]
         self.persisted = len(records)
         boundary = records[-1].end if records else 0
@@ -170,7 +104,7 @@ class _Tick:
         self.buffered = 0
         self.writer = ZipStream(offset=boundary, records=records)
         self.handed = self.persisted
-        self.parts = PartWriter(self.sink, self.hasher, self._checkpoint)
+        self.parts = PartWriter(self.sink, self.hasher, self._checkpoint, fence=self._fence)
         try:
             self._write_archive()
         finally:
@@ -211,7 +145,7 @@ class _Tick:
         self.sink = sink_for(job)
         job.sink_state = self.sink.begin()
         job.items_total, job.bytes_total = items, size
-        ExportJob.objects.filter(pk=job.pk, worker=self.worker).update(
+        self.run.write(
             part_size=job.part_size, sink_state=job.sink_state, items_total=items, bytes_total=size
         )
 
@@ -255,7 +189,7 @@ class _Tick:
         self.flushed += part.size
         self.etags.append(part.etag)
         with transaction.atomic():
-            alive = ExportJob.objects.filter(pk=job.pk, worker=self.worker).update(
+            self.run.write(
                 bytes_flushed=self.flushed,
                 hash_state=part.hash_state,
                 bytes_done=self.flushed,
@@ -263,10 +197,7 @@ class _Tick:
                 parts_done=part.number,
                 part_writes=F("part_writes") + 1,
                 bytes_replayed=replayed,
-                **self._lease(),
             )
-            if not alive:
-                raise LeaseLost
             ExportPart.objects.update_or_create(
                 job=job, number=part.number, defaults={"size": part.size, "etag": part.etag}
             )
@@ -274,76 +205,27 @@ class _Tick:
                 _row(job, self.persisted + i, r) for i, r in enumerate(complete)
             )
         self.persisted += len(complete)
-        self._progress(force=False, items_done=items_done)
+        self.run.progress(items_done=items_done, bytes_done=self.flushed)
 
-    def _lease(self) -> dict:
-        now = timezone.now()
-        self.last_alive = time.monotonic()
-        return {
-            "heartbeat_at": now,
-            "lease_expires_at": lease_until(now),
-        }
+    def _fence(self) -> None:
+        """Before a part goes to storage: only while this worker holds the job."""
+        if not self.run.lease.held().exists():
+            raise LeaseLost
 
     def _between_entries(self) -> None:
-        """Cooperative cancel, and a heartbeat when parts are slow to fill."""
-        if time.monotonic() - self.last_alive < 1.0:
-            return
-        job = self.job
-        if ExportJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
-            raise Cancelled
-        if not ExportJob.objects.filter(pk=job.pk, worker=self.worker).update(
-            items_done=job.items_done, **self._lease()
-        ):
-            raise LeaseLost
-        self._progress(force=False)
-
-    def _progress(self, *, force: bool, items_done: int | None = None) -> None:
-        now = time.monotonic()
-        if not force and now - self.last_progress < settings.EXPORT_PROGRESS_INTERVAL:
-            return
-        self.last_progress = now
-        job = self.job
-        job.bytes_done = self.flushed
-        if self.on_progress:
-            self.on_progress(job)
-        record_event(
-            job,
-            EventKind.PROGRESS,
-            {
-                "items_done": job.items_done if items_done is None else items_done,
-                "items_total": job.items_total,
-                "bytes_done": self.flushed,
-                "bytes_total": max(job.bytes_total, self.flushed),
-            },
-        )
+        """Cooperative cancel, a lost lease, and progress while parts are slow to fill."""
+        self.run.check()
+        self.job.bytes_done = self.flushed
+        self.run.progress()
 
     def _publish(self) -> None:
         job = self.job
         sha256 = self.hasher.hexdigest()
+        self._fence()
         name = self.sink.publish(self.etags, self.flushed)
-        now = timezone.now()
-        expires_at = now + timedelta(seconds=settings.EXPORT_TTL_SECONDS)
+        expires_at = timezone.now() + timedelta(seconds=settings.EXPORT_TTL_SECONDS)
         with transaction.atomic():
-            if not ExportJob.objects.filter(pk=job.pk, worker=self.worker).update(
-                state=JobState.SUCCEEDED,
-                artifact_name=name,
-                artifact_size=self.flushed,
-                artifact_sha256=sha256,
-                expires_at=expires_at,
-                items_done=job.items_total,
-                bytes_done=self.flushed,
-                bytes_total=self.flushed,
-                finished_at=now,
-                worker="",
-                lease_expires_at=None,
-                hash_state=None,
-            ):
-                raise LeaseLost
-            ExportEntry.objects.filter(job=job).delete()
-            ExportPart.objects.filter(job=job).delete()
-            record_event(
-                job,
-                EventKind.END,
+            self.run.succeed(
                 {
                     "artifact": name,
                     "size": self.flushed,
@@ -351,7 +233,17 @@ class _Tick:
                     "expires_at": expires_at.isoformat(),
                     "download_uri": download_path(job),
                 },
+                artifact_name=name,
+                artifact_size=self.flushed,
+                artifact_sha256=sha256,
+                expires_at=expires_at,
+                items_done=job.items_total,
+                bytes_done=self.flushed,
+                bytes_total=self.flushed,
+                hash_state=None,
             )
+            ExportEntry.objects.filter(job=job).delete()
+            ExportPart.objects.filter(job=job).delete()
 
 
 def _record(row: ExportEntry) -> EntryRecord:

@@ -1,7 +1,8 @@
 """Writes an archive's parts on a thread of its own, in order: write, hash, checkpoint.
 
 Generating part n + 1 (reading blobs, CRC, deflate) overlaps writing part n: both release
-the GIL, so on two cores an export runs close to the slower of the two. Each part is
+the GIL, so on two cores an export runs close to the slower of the two. A part goes to
+storage only after `fence()` passed (the worker still holds the job). Each part is
 checkpointed by this thread right after it is durable, so a worker that dies loses at
 most the part it was writing. At most `depth` parts wait: memory stays a few parts.
 """
@@ -32,7 +33,9 @@ class PartWriter:
         hasher: ResumableSha256,
         checkpoint: Callable[[WrittenPart], None],
         depth: int = 1,
+        fence: Callable[[], None] = lambda: None,
     ):
+        self.fence = fence
         self.sink = sink
         self.hasher = hasher
         self.checkpoint = checkpoint
@@ -67,6 +70,7 @@ class PartWriter:
                     continue  # drain: nothing more is written after a failure
                 number, data, context = item
                 try:
+                    self.fence()
                     etag = self.sink.write_part(number, data)
                     self.hasher.update(data)
                     self.checkpoint(

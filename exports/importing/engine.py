@@ -9,13 +9,11 @@ page, media object and library link in one transaction, relinked through one `Re
 A worker killed in phase 3 leaves nothing behind: the database rolls the transaction back
 and the job, its lease expired, runs again from phase 1.
 
-A heartbeat thread renews the lease on its own connection, since phase 3 can be long and
-its writes are invisible to other workers until it commits.
+The job kernel's heartbeat thread renews the lease on its own connection, since phase 3
+can be long and its writes are invisible to other workers until it commits.
 """
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,18 +22,16 @@ from typing import BinaryIO
 import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from exports.binfile import documents
 from exports.binfile import format as binfile
 from exports.binfile.format import MANIFEST, BinfileError
 from exports.binfile.reader import BinfileReader, Limits
-from exports.exporting.engine import describe_error
 from exports.exporting.sinks import exports_storage
-from exports.jobs.events import record_event
-from exports.jobs.kernel import Cancelled, LeaseLost, acquire_lease, renew_lease
-from exports.models import EventKind, ImportJob, JobState
+from exports.jobs.kernel import Engine, describe_error, run_job
+from exports.models import ImportJob
 from filesync import blobstore
 from filesync.content import validate_assets, validate_features, validate_objects
 from filesync.copying import FileCopy, ReadableFiles, Relink, finish_copies, write_copy
@@ -46,8 +42,6 @@ from filesync.selectors import MediaData, PageData
 from filesync.services import store_blob
 
 logger = logging.getLogger(__name__)
-
-PROGRESS_EVERY = 0.25
 
 
 def import_limits() -> Limits:
@@ -208,29 +202,6 @@ class _Checker:
                 )
 
 
-class _Heartbeat(threading.Thread):
-    """Renews the job's lease every third of its length, on its own connection."""
-
-    def __init__(self, job: ImportJob, worker: str):
-        super().__init__(daemon=True, name=f"heartbeat-{job.pk}")
-        self.job, self.worker = job, worker
-        self.stopped = threading.Event()
-        self.lost = False
-
-    def run(self) -> None:
-        try:
-            while not self.stopped.wait(settings.EXPORT_LEASE_SECONDS / 3):
-                try:
-                    renew_lease(self.job, self.worker)
-                except LeaseLost:
-                    self.lost = True
-                    return
-                except DatabaseError:  # SQLite is locked while phase 3 writes; try again
-                    logger.info("import %s: heartbeat deferred", self.job.pk, exc_info=True)
-        finally:
-            connection.close()
-
-
 @contextmanager
 def open_source(job: ImportJob) -> Iterator[BinaryIO]:
     handle = (
@@ -248,61 +219,7 @@ def run_import(
     job_id, *, worker: str, on_progress: Callable[[ImportJob], None] | None = None
 ) -> str:
     """Run the import to its end. Returns what became of it: a JobState, or 'busy'/'lost'."""
-    job = acquire_lease(ImportJob, job_id, worker)
-    if job is None:
-        return "busy"
-    heartbeat = _Heartbeat(job, worker)
-    heartbeat.start()
-    run = _Run(job, worker, heartbeat, on_progress)
-    try:
-        run.run()
-    except LeaseLost:
-        logger.warning("import %s: lease lost by %s", job.pk, worker)
-        return "lost"
-    except Cancelled:
-        finish_import(job, worker, JobState.CANCELLED, EventKind.CANCELLED, {})
-        return JobState.CANCELLED
-    except Exception as error:  # every failure ends as an error event, nothing half-written
-        data = _error_data(error)
-        logger.log(
-            logging.ERROR if data["code"] == "internal_error" else logging.WARNING,
-            "import %s failed: %s",
-            job.pk,
-            data["message"],
-            exc_info=data["code"] == "internal_error",
-        )
-        finish_import(job, worker, JobState.FAILED, EventKind.ERROR, data)
-        return JobState.FAILED
-    finally:
-        heartbeat.stopped.set()
-        heartbeat.join()
-    return JobState.SUCCEEDED
-
-
-def _error_data(error: Exception) -> dict:
-    if isinstance(error, BinfileError):
-        return {
-            "code": error.code,
-            "message": str(error),
-            "entry": error.entry,
-            "field": error.field,
-        }
-    code, message = describe_error(error)
-    return {"code": code, "message": message}
-
-
-def finish_import(job: ImportJob, worker: str, state, kind, data: dict) -> None:
-    with transaction.atomic():
-        if ImportJob.objects.filter(pk=job.pk, worker=worker).update(
-            state=state,
-            worker="",
-            lease_expires_at=None,
-            finished_at=timezone.now(),
-            error_code=data.get("code", ""),
-            error_message=data.get("message", ""),
-        ):
-            record_event(job, kind, data)
-    remove_source(job)
+    return run_job(ImportEngine, job_id, worker=worker, on_progress=on_progress)
 
 
 def remove_source(job: ImportJob) -> None:
@@ -311,13 +228,23 @@ def remove_source(job: ImportJob) -> None:
         exports_storage().delete(job.source_name)
 
 
-class _Run:
-    def __init__(self, job: ImportJob, worker: str, heartbeat: _Heartbeat, on_progress):
-        self.job, self.worker, self.heartbeat = job, worker, heartbeat
-        self.on_progress = on_progress
-        self.last_check = self.last_progress = 0.0
+class ImportEngine(Engine):
+    jobs = ImportJob
 
-    def run(self) -> None:
+    def describe(self, error: Exception) -> dict:
+        if isinstance(error, BinfileError):
+            return {
+                "code": error.code,
+                "message": str(error),
+                "entry": error.entry,
+                "field": error.field,
+            }
+        return describe_error(error)
+
+    def release_storage(self) -> None:
+        remove_source(self.job)
+
+    def work(self) -> None:
         if self.job.project_id is None:
             raise BinfileError("The project to import into was deleted.", code="project_missing")
         if self.job.source_blob:  # in use: keep it clear of the blob GC's grace period
@@ -332,7 +259,7 @@ class _Run:
             self.job.items_done = self.job.bytes_done = 0
             plan = _Checker(reader).check(self._checked)
             self._store_blobs(reader, plan)
-            self._progress("write", force=True)
+            self.run.progress(phase="write", force=True)
             self._write(reader, plan)
 
     def _checked(self, size: int) -> None:
@@ -341,41 +268,8 @@ class _Run:
         self._between("check")
 
     def _between(self, phase: str) -> None:
-        """Cooperative cancel and a lost lease, checked about once a second; progress."""
-        now = time.monotonic()
-        if now - self.last_check >= 1.0:
-            self.last_check = now
-            if self.heartbeat.lost:
-                raise LeaseLost
-            if ImportJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
-                raise Cancelled
-        self._progress(phase)
-
-    def _progress(self, phase: str, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last_progress < settings.EXPORT_PROGRESS_INTERVAL:
-            return
-        self.last_progress = now
-        job = self.job
-        ImportJob.objects.filter(pk=job.pk, worker=self.worker).update(
-            items_done=job.items_done,
-            items_total=job.items_total,
-            bytes_done=job.bytes_done,
-            bytes_total=job.bytes_total,
-        )
-        if self.on_progress:
-            self.on_progress(job)
-        record_event(
-            job,
-            EventKind.PROGRESS,
-            {
-                "phase": phase,
-                "items_done": job.items_done,
-                "items_total": job.items_total,
-                "bytes_done": job.bytes_done,
-                "bytes_total": job.bytes_total,
-            },
-        )
+        self.run.check()
+        self.run.progress(phase=phase)
 
     def _store_blobs(self, reader: BinfileReader, plan: ArchivePlan) -> None:
         for sha256, content_type in sorted(plan.blob_types.items()):
@@ -397,8 +291,7 @@ class _Run:
         with transaction.atomic():
             copies = []
             for file_plan in plan.files.values():
-                if self.heartbeat.lost:
-                    raise LeaseLost
+                self.run.check()
                 copies.append(
                     write_copy(
                         project=job.project,
@@ -412,25 +305,15 @@ class _Run:
                     logger.info(
                         "import %s: worker %s is writing %d files in one transaction",
                         job.pk,
-                        self.worker,
+                        self.run.holder,
                         len(plan.files),
                     )
             finish_copies(copies, plan.relations, relink)
-            now = timezone.now()
-            if not ImportJob.objects.filter(pk=job.pk, worker=self.worker).update(
-                state=JobState.SUCCEEDED,
+            self.run.succeed(
+                {"project": str(job.project_id), "files": relink.files},
                 files=relink.files,
                 items_done=job.items_total,
                 bytes_done=job.bytes_total,
-                finished_at=now,
-                worker="",
-                lease_expires_at=None,
-            ):
-                raise LeaseLost
-            record_event(
-                job,
-                EventKind.END,
-                {"project": str(job.project_id), "files": relink.files},
             )
         remove_source(job)
 

@@ -9,7 +9,6 @@ from exports import services
 from exports.exporting.engine import run_tick
 from exports.exporting.links import download_path
 from exports.exporting.sinks import artifact_location, copy_artifact
-from exports.jobs.kernel import release_lease
 from exports.models import ExportJob, JobState, LibrariesMode
 from exports.selectors import events_after
 from filesync.management.lookups import row_with_id, user_named
@@ -98,12 +97,9 @@ class Command(BaseCommand):
                 bar.total = max(bar.total, progress.bytes_done)
                 bar.update(progress.bytes_done - bar.n)
 
-            try:
-                while run_tick(job.pk, worker=worker, on_progress=show) == JobState.RUNNING:
-                    pass
-            except Stopped:
-                release_lease(job, worker)
-                raise
+            # Stopped, the tick gives the job back (the kernel sees the KeyboardInterrupt).
+            while run_tick(job.pk, worker=worker, on_progress=show) == JobState.RUNNING:
+                pass
             return _settle(bar, job)
 
     def _follow(self, job: ExportJob, verbosity: int) -> ExportJob:

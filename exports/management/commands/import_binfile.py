@@ -8,7 +8,6 @@ from tqdm import tqdm
 from exports import services
 from exports.binfile.format import BinfileError
 from exports.importing.engine import run_import
-from exports.jobs.kernel import release_lease
 from exports.models import ACTIVE_STATES, ImportJob, JobState
 from filesync.management.lookups import row_with_id, user_named
 from filesync.management.stopping import Stopped, stop_on_signals
@@ -53,8 +52,7 @@ class Command(BaseCommand):
             with stop_on_signals():
                 try:
                     run_import(job.pk, worker=worker, on_progress=show)
-                except Stopped as stopped:
-                    release_lease(job, worker)
+                except Stopped as stopped:  # the kernel gave the job back
                     raise CommandError(_stopped_message(job, stopped)) from None
         job.refresh_from_db()
         if job.state != JobState.SUCCEEDED:
