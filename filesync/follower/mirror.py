@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
+from common.leases import Lease
 from filesync import blobstore
 from filesync.client import SyncClient, SyncError
 from filesync.copying import replace_pages
@@ -78,15 +79,16 @@ def staging(download: Download) -> Path:
     return Path(settings.FILE_UPLOAD_TEMP_DIR) / "follower" / str(download.pk)
 
 
-def fetch_blobs(client: SyncClient, fetched: Fetched, download: Download, worker: str) -> int:
-    """Store the ready blobs this follower lacks, each verified; the bytes fetched."""
+def fetch_blobs(client: SyncClient, fetched: Fetched, claim: services.Claim) -> int:
+    """Store the ready blobs this follower lacks, each verified; the bytes fetched.
+    LeaseLost as soon as a renewal finds the claim gone."""
     fetched_bytes = 0
     wanted = {m["sha256"]: m["mtype"] for m in fetched.media if m["ready"]}
     have = set(Blob.objects.filter(pk__in=wanted).values_list("pk", flat=True))
     for sha256, content_type in sorted(wanted.items()):
         if sha256 in have and blobstore.blob_exists(sha256):
             continue
-        target = staging(download) / sha256
+        target = staging(claim.download) / sha256
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             # The claim is renewed as each piece arrives: a blob that takes longer
@@ -94,8 +96,8 @@ def fetch_blobs(client: SyncClient, fetched: Fetched, download: Download, worker
             client.download(
                 sha256,
                 target,
-                progress=lambda held, before=fetched_bytes: services.renew(
-                    download, worker, bytes_done=before + held
+                progress=lambda held, before=fetched_bytes: claim.lease.renew(
+                    bytes_done=before + held
                 ),
             )
         except ValueError as error:  # the bytes did not hash to their name
@@ -111,18 +113,19 @@ def fetch_blobs(client: SyncClient, fetched: Fetched, download: Download, worker
             )
         target.unlink(missing_ok=True)  # moved into the store already, or copied there
         fetched_bytes += size
-        services.renew(download, worker, bytes_done=fetched_bytes)
+        claim.lease.renew(bytes_done=fetched_bytes)
     return fetched_bytes
 
 
-def write(fetched: Fetched, download: Download, worker: str) -> File:
-    """Make the local file what the leader sent, then finish the claim, in one transaction."""
+def write(fetched: Fetched, lease: Lease) -> File:
+    """Make the local file what the leader sent, then finish the claim, in one transaction
+    (rolled back by the LeaseLost of a claim no longer held)."""
     attrs = fetched.file
     with transaction.atomic():
         lock_feed()  # first, as the feed applier does: one lock order, no deadlock
         local = File.objects.select_for_update().filter(pk=attrs["id"]).first()
         if local is not None and local.revision > fetched.revision:
-            services.finish(download, worker, fetched.revision)  # a newer copy is here
+            services.finish(lease, fetched.revision)  # a newer copy is here
             return local
         team, _ = Team.objects.update_or_create(
             pk=attrs["team"]["id"], defaults={"name": attrs["team"]["name"]}
@@ -156,7 +159,7 @@ def write(fetched: Fetched, download: Download, worker: str) -> File:
         record_change(
             kind=ChangeKind.FILE_CREATED if created else ChangeKind.FILE_UPDATED, file=file
         )
-        services.finish(download, worker, fetched.revision)
+        services.finish(lease, fetched.revision)
     return file
 
 

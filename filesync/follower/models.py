@@ -62,9 +62,13 @@ class Download(models.Model):
         ordering = ["since_seq", "id"]
         constraints = [
             models.UniqueConstraint(fields=["leader", "file_id"], name="download_once_per_file"),
+            # Held (a holder and a lease) exactly while downloading: a claim's writes are
+            # fenced by the holder alone, since every other way out of `downloading` (the
+            # feed's cancel, the sweep of dead workers) clears it.
             models.CheckConstraint(
-                condition=~Q(state="downloading") | Q(lease_expires_at__isnull=False),
-                name="download_claim_has_lease",
+                condition=(Q(state="downloading", lease_expires_at__isnull=False) & ~Q(worker=""))
+                | (~Q(state="downloading") & Q(worker="", lease_expires_at__isnull=True)),
+                name="download_held_while_downloading",
             ),
         ]
         indexes = [models.Index(fields=["leader", "state", "since_seq"], name="download_queue")]

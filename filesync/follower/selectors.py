@@ -32,3 +32,8 @@ def progress(leader: Leader) -> dict:
 def is_idle(leader: Leader) -> bool:
     """Nothing left to fetch now (failed rows wait for an operator)."""
     return not Download.objects.filter(leader=leader, state__in=OPEN_STATES).exists()
+
+
+def is_downloading(download: Download) -> bool:
+    """Some worker holds the row now."""
+    return Download.objects.filter(pk=download.pk, state=DownloadState.DOWNLOADING).exists()

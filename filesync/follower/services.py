@@ -1,11 +1,14 @@
-"""The follower's writes: applying the leader's feed to the download rows, and claiming,
-renewing and ending downloads. The mirror (mirror.py) writes the files themselves.
+"""The follower's writes: applying the leader's feed to the download rows, and claiming
+and ending downloads. The mirror (mirror.py) writes the files themselves.
 
 Claims are safe with any number of workers on any number of machines: on PostgreSQL a
-worker takes the first claimable row with `SELECT ... FOR UPDATE SKIP LOCKED`; on SQLite
-(one writer at a time) with a conditional UPDATE that only one worker can win.
+worker picks the first claimable row with `SELECT ... FOR UPDATE SKIP LOCKED`; on SQLite
+(one writer at a time) the first one. Either way it takes the row with a `common.leases`
+Lease, whose holder token is unique to the claim; the worker's every later write about
+the row (renewal, finish, give back, retry, cancel) is fenced by that token.
 """
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -13,6 +16,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from common.leases import Lease, LeaseLost, new_holder
 from filesync.feed import lock_feed, record_change
 from filesync.models import ChangeKind, File
 from filesync.services import soft_delete_file
@@ -23,8 +27,8 @@ from .models import OPEN_STATES, Download, DownloadState, Leader
 DELETIONS = {ChangeKind.FILE_DELETED, ChangeKind.FILE_PURGED}
 
 
-class ClaimLost(Exception):
-    """The download was cancelled, superseded or taken over: drop what was fetched."""
+#: What the end of a claim returns when the claim was no longer the worker's.
+LOST = "lost"
 
 
 def leader_for(url: str) -> Leader:
@@ -96,20 +100,26 @@ def _cancel(leader: Leader, file_id: str, seq: int, kind: str) -> None:
         soft_delete_file(file=local)
 
 
-def claim(leader: Leader, worker: str) -> Download | None:
+@dataclass(frozen=True)
+class Claim:
+    """A download and the worker's lease on it. Every write the worker makes about the row
+    goes through `lease`, fenced by a holder token unique to this claim: a worker that lost
+    the row (cancelled by the feed, or taken over after its lease ran out, even by a worker
+    of the same name) writes nothing more and gets `LeaseLost`."""
+
+    download: Download
+    lease: Lease
+
+
+def claim(leader: Leader, worker: str) -> Claim | None:
     """The next file to fetch, claimed by `worker` under a lease; None when none is due.
-    A row whose worker died (its lease ran out) is claimable again."""
+    A row whose worker died (its lease ran out) is claimable again. SKIP LOCKED picks a
+    row nobody else is claiming at the moment; the lease's conditional take is what wins
+    it (on SQLite, which locks no rows, another worker may have taken the pick first)."""
     now = timezone.now()
     due = Q(state=DownloadState.PENDING) & (Q(not_before__isnull=True) | Q(not_before__lte=now))
     abandoned = Q(state=DownloadState.DOWNLOADING, lease_expires_at__lt=now)
     queue = Download.objects.filter(due | abandoned, leader=leader).order_by("since_seq", "id")
-    take = {
-        "state": DownloadState.DOWNLOADING,
-        "worker": worker,
-        "lease_expires_at": now + timedelta(seconds=settings.FOLLOWER_LEASE_SECONDS),
-        "attempts": F("attempts") + 1,
-        "bytes_done": 0,
-    }
     # A row whose workers keep dying (its lease ran out at every attempt) stops here.
     Download.objects.filter(
         abandoned, leader=leader, attempts__gte=settings.FOLLOWER_MAX_ATTEMPTS
@@ -120,102 +130,78 @@ def claim(leader: Leader, worker: str) -> Download | None:
         last_error="Its worker stopped (died or was killed) at every attempt.",
         finished_at=now,
     )
+    skip_locked = connection.features.has_select_for_update_skip_locked
+    holder = new_holder(worker)
     for _ in range(20):
         with transaction.atomic():
-            if connection.features.has_select_for_update_skip_locked:
-                row = queue.select_for_update(skip_locked=True).first()
-                if row is None:
-                    return None
-                Download.objects.filter(pk=row.pk).update(**take)
-            else:
-                row = queue.first()
-                if row is None:
-                    return None
-                if not queue.filter(pk=row.pk).update(**take):
-                    continue  # another worker won this one; try the next
-        return Download.objects.get(pk=row.pk)
-    return None
+            row = (queue.select_for_update(skip_locked=True) if skip_locked else queue).first()
+            if row is None:
+                return None
+            lease = Lease.take(
+                queue,
+                row.pk,
+                holder=holder,
+                seconds=settings.FOLLOWER_LEASE_SECONDS,
+                state=DownloadState.DOWNLOADING,
+                attempts=F("attempts") + 1,
+                bytes_done=0,
+            )
+        if lease is not None:
+            return Claim(Download.objects.get(pk=row.pk), lease)
+    return None  # another worker won every row tried; the next call looks again
 
 
-def renew(download: Download, worker: str, *, bytes_done: int | None = None) -> None:
-    """Keep the claim alive while fetching; ClaimLost if it was cancelled or taken over."""
-    fields = {
-        "lease_expires_at": timezone.now() + timedelta(seconds=settings.FOLLOWER_LEASE_SECONDS)
-    }
-    if bytes_done is not None:
-        fields["bytes_done"] = bytes_done
-    if not Download.objects.filter(
-        pk=download.pk, worker=worker, state=DownloadState.DOWNLOADING
-    ).update(**fields):
-        raise ClaimLost
-
-
-def finish(download: Download, worker: str, fetched_revision: int) -> None:
+def finish(lease: Lease, fetched_revision: int) -> None:
     """Inside the mirror's transaction: done, or pending again when the feed announced a
-    newer revision meanwhile. ClaimLost (rolling the mirror's writes back) if the claim is
-    no longer this worker's."""
-    row = (
-        Download.objects.select_for_update()
-        .filter(pk=download.pk, worker=worker, state=DownloadState.DOWNLOADING)
-        .first()
-    )
-    if row is None:
-        raise ClaimLost
+    newer revision meanwhile. LeaseLost (rolling the mirror's writes back) if the claim is
+    no longer this one's."""
+    row = lease.lock()
     newer = row.revision > fetched_revision
-    Download.objects.filter(pk=row.pk).update(
+    lease.release(
         state=DownloadState.PENDING if newer else DownloadState.DONE,
         fetched_revision=fetched_revision,
-        worker="",
-        lease_expires_at=None,
         last_error="",
         finished_at=None if newer else timezone.now(),
     )
 
 
-def cancel_gone(download: Download, worker: str) -> None:
-    """The leader no longer has the file (purged, or no longer visible): nothing to fetch."""
-    Download.objects.filter(pk=download.pk, worker=worker).update(
+def cancel_gone(lease: Lease) -> str:
+    """The leader no longer has the file (purged, or no longer visible): nothing to fetch.
+    Returns the new state, or "lost" if the claim was no longer this one's."""
+    gone = lease.release(
         state=DownloadState.CANCELLED,
-        worker="",
-        lease_expires_at=None,
         last_error="Gone from the leader.",
         finished_at=timezone.now(),
     )
+    return DownloadState.CANCELLED if gone else LOST
 
 
-def give_back(download: Download, worker: str) -> str:
+def give_back(lease: Lease) -> str:
     """A download its worker stopped (the command was asked to stop): pending again and due
     at once, the attempt not counted, so the next run resumes it (and its partial blob)
-    without waiting for the lease to run out. Only while this worker still holds it."""
-    given = Download.objects.filter(
-        pk=download.pk, worker=worker, state=DownloadState.DOWNLOADING
-    ).update(
-        state=DownloadState.PENDING,
-        worker="",
-        lease_expires_at=None,
-        not_before=None,
-        attempts=F("attempts") - 1,
-    )
-    return DownloadState.PENDING if given else "lost"
+    without waiting for the lease to run out. Only while this claim still holds it."""
+    given = lease.release(state=DownloadState.PENDING, not_before=None, attempts=F("attempts") - 1)
+    return DownloadState.PENDING if given else LOST
 
 
-def retry_later(download: Download, worker: str, error: str, *, permanent: bool = False) -> str:
+def retry_later(lease: Lease, error: str, *, permanent: bool = False) -> str:
     """A failed attempt: pending again after a backoff, or failed for good once the
-    attempts are spent (or at once for a permanent error). Returns the new state."""
-    row = Download.objects.filter(pk=download.pk, worker=worker).first()
-    if row is None:
-        return "lost"
-    give_up = permanent or row.attempts >= settings.FOLLOWER_MAX_ATTEMPTS
-    delay = settings.FOLLOWER_RETRY_SECONDS * 2 ** max(0, row.attempts - 1)
-    state = DownloadState.FAILED if give_up else DownloadState.PENDING
-    Download.objects.filter(pk=row.pk, worker=worker).update(
-        state=state,
-        worker="",
-        lease_expires_at=None,
-        last_error=error[:2000],
-        not_before=None if give_up else timezone.now() + timedelta(seconds=delay),
-        finished_at=timezone.now() if give_up else None,
-    )
+    attempts are spent (or at once for a permanent error). Returns the new state, or
+    "lost" if the claim was no longer this one's."""
+    with transaction.atomic():
+        try:
+            row = lease.lock()  # its attempts, read under the lease they are written under
+        except LeaseLost:
+            return LOST
+        give_up = permanent or row.attempts >= settings.FOLLOWER_MAX_ATTEMPTS
+        delay = settings.FOLLOWER_RETRY_SECONDS * 2 ** max(0, row.attempts - 1)
+        state = DownloadState.FAILED if give_up else DownloadState.PENDING
+        lease.release(
+            state=state,
+            last_error=error[:2000],
+            not_before=None if give_up else timezone.now() + timedelta(seconds=delay),
+            finished_at=timezone.now() if give_up else None,
+        )
     return state
 
 

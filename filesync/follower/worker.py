@@ -8,46 +8,50 @@ import threading
 import httpx
 from django.db import close_old_connections, connection
 
+from common.leases import LeaseLost
 from filesync.client import Interrupted, SyncClient, SyncError
 
 from . import mirror, services
-from .models import Download, DownloadState, Leader
+from .models import DownloadState, Leader
+from .selectors import is_downloading
 
 logger = logging.getLogger(__name__)
 
 IDLE_WAIT = 0.2
 
 
-def run_download(client: SyncClient, download: Download, worker: str) -> str:
+def run_download(client: SyncClient, claim: services.Claim) -> str:
     """Fetch, verify and write one file. Returns how it ended. Partial blobs are kept only
-    for a retry of the row to resume (after a failure, or a stop that gave the claim back)."""
-    outcome = _attempt(client, download, worker)
-    if outcome != DownloadState.PENDING:
-        shutil.rmtree(mirror.staging(download), ignore_errors=True)
+    for a retry of the row to resume (after a failure, or a stop that gave the claim back),
+    and, after a lost claim, for the claim that took the row over: they are its now."""
+    outcome = _attempt(client, claim)
+    taken_over = outcome == services.LOST and is_downloading(claim.download)
+    if outcome != DownloadState.PENDING and not taken_over:
+        shutil.rmtree(mirror.staging(claim.download), ignore_errors=True)
     return outcome
 
 
-def _attempt(client: SyncClient, download: Download, worker: str) -> str:
+def _attempt(client: SyncClient, claim: services.Claim) -> str:
+    download, lease = claim.download, claim.lease
     try:
         fetched = mirror.fetch(client, download.file_id)
-        mirror.fetch_blobs(client, fetched, download, worker)
-        mirror.write(fetched, download, worker)
-    except services.ClaimLost:
+        mirror.fetch_blobs(client, fetched, claim)
+        mirror.write(fetched, lease)
+    except LeaseLost:
         logger.info("download of %s: claim lost (cancelled or taken over)", download.file_id)
-        return "lost"
+        return services.LOST
     except Interrupted:  # the command is stopping: the next run resumes the row at once
-        return services.give_back(download, worker)
+        return services.give_back(lease)
     except mirror.Gone:
-        services.cancel_gone(download, worker)
-        return "gone"
+        return services.cancel_gone(lease)
     except mirror.Refused as error:
-        return services.retry_later(download, worker, str(error), permanent=True)
+        return services.retry_later(lease, str(error), permanent=True)
     except (mirror.Retry, SyncError, httpx.HTTPError, OSError) as error:
         logger.info("download of %s will be retried: %s", download.file_id, error)
-        return services.retry_later(download, worker, f"{type(error).__name__}: {error}")
+        return services.retry_later(lease, f"{type(error).__name__}: {error}")
     except Exception as error:  # a bug or a bad answer: recorded, the worker lives on
         logger.exception("download of %s failed unexpectedly", download.file_id)
-        return services.retry_later(download, worker, f"{type(error).__name__}: {error}")
+        return services.retry_later(lease, f"{type(error).__name__}: {error}")
     return "done"
 
 
@@ -57,10 +61,10 @@ def work(leader: Leader, client: SyncClient, worker: str, stop: threading.Event)
     try:
         while not stop.is_set():
             close_old_connections()
-            download = services.claim(leader, worker)
-            if download is None:
+            claim = services.claim(leader, worker)
+            if claim is None:
                 stop.wait(IDLE_WAIT)
                 continue
-            run_download(client, download, worker)
+            run_download(client, claim)
     finally:
         connection.close()

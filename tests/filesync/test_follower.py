@@ -10,10 +10,11 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.test import Client
 from django.utils import timezone
 
+from common.leases import LeaseLost
 from filesync.follower import mirror, services
 from filesync.follower.models import Download, DownloadState, Leader, PendingLink
 from filesync.follower.selectors import ack_position, is_idle, progress
@@ -39,10 +40,10 @@ def row(file) -> Download:
     return Download.objects.get(file_id=file)
 
 
-def claimed(leader: Leader, file, worker: str = "w1") -> Download:
-    download = services.claim(leader, worker)
-    assert download is not None and str(download.file_id) == str(file), download
-    return download
+def claimed(leader: Leader, file, worker: str = "w1") -> services.Claim:
+    claim = services.claim(leader, worker)
+    assert claim is not None and str(claim.download.file_id) == str(file), claim
+    return claim
 
 
 TEAM, PROJECT = str(uuid.uuid4()), str(uuid.uuid4())
@@ -99,7 +100,7 @@ def pending_media(name: str = "hero.png") -> dict:
 
 def mirrored(leader: Leader, file, revision: int = 1, worker: str = "w1", **kwargs) -> File:
     """Claim the file's download and write it, as a worker would."""
-    return mirror.write(fetched(file, revision, **kwargs), claimed(leader, file, worker), worker)
+    return mirror.write(fetched(file, revision, **kwargs), claimed(leader, file, worker).lease)
 
 
 # --- applying the feed ----------------------------------------------------------------------
@@ -126,8 +127,7 @@ def test_a_page_already_applied_is_not_applied_again(leader):
     file = uuid.uuid4()
     page = [change(1, ChangeKind.FILE_CREATED, file), change(2, ChangeKind.PAGE_ADDED, file, 2)]
     services.apply_changes(leader, page, 2)
-    download = claimed(leader, file)
-    mirror.write(fetched(file, 2), download, "w1")
+    mirror.write(fetched(file, 2), claimed(leader, file).lease)
 
     assert services.apply_changes(leader, page, 2) is False
 
@@ -175,25 +175,26 @@ def test_a_newer_change_reopens_a_done_download(leader):
 def test_a_change_during_a_download_bumps_the_revision_and_keeps_the_claim(leader):
     file = uuid.uuid4()
     services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
-    download = claimed(leader, file)
+    claim = claimed(leader, file)
 
     services.apply_changes(leader, [change(2, ChangeKind.PAGE_ADDED, file, revision=2)], 2)
 
     after = row(file)
     assert after.state == DownloadState.DOWNLOADING
-    assert after.worker == "w1" and after.lease_expires_at == download.lease_expires_at
+    assert after.worker == claim.lease.holder
+    assert after.lease_expires_at == claim.download.lease_expires_at
     assert (after.revision, after.since_seq) == (2, 1)
     assert services.claim(leader, "w2") is None
-    services.renew(download, "w1")  # still this worker's
+    claim.lease.renew()  # still this claim's
 
 
 def test_finishing_an_older_revision_than_announced_goes_back_to_pending(leader):
     file = uuid.uuid4()
     services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
-    download = claimed(leader, file)
+    claim = claimed(leader, file)
     services.apply_changes(leader, [change(2, ChangeKind.PAGE_ADDED, file, revision=2)], 2)
 
-    mirror.write(fetched(file, 1), download, "w1")
+    mirror.write(fetched(file, 1), claim.lease)
 
     again = row(file)
     assert (again.state, again.revision, again.fetched_revision) == ("pending", 2, 1)
@@ -223,9 +224,11 @@ def test_claims_follow_the_feed_order_and_skip_rows_not_due(leader):
     Download.objects.filter(file_id=a).update(not_before=timezone.now() + timedelta(minutes=1))
 
     first = claimed(leader, b, "w1")
-    assert (first.state, first.worker, first.attempts) == ("downloading", "w1", 1)
-    assert first.lease_expires_at > timezone.now()
-    claimed(leader, c, "w2")
+    assert (first.download.state, first.download.attempts) == ("downloading", 1)
+    assert first.download.worker == first.lease.holder and first.lease.holder.startswith("w1/")
+    assert first.download.lease_expires_at > timezone.now()
+    second = claimed(leader, c, "w1")
+    assert second.lease.holder.startswith("w1/") and second.lease.holder != first.lease.holder
     assert services.claim(leader, "w3") is None
     assert services.claim(services.leader_for("http://other.test"), "w3") is None
 
@@ -250,8 +253,8 @@ def test_concurrent_workers_claim_distinct_rows(leader):
         mine = taken.setdefault(name, [])
         try:
             start.wait(timeout=10)
-            while (download := services.claim(leader, name)) is not None:
-                mine.append(str(download.file_id))
+            while (claim := services.claim(leader, name)) is not None:
+                mine.append(str(claim.download.file_id))
         except Exception as error:  # reported below, not lost in the thread
             errors.append(error)
         finally:
@@ -267,7 +270,8 @@ def test_concurrent_workers_claim_distinct_rows(leader):
     claims = [file for files_taken in taken.values() for file in files_taken]
     assert sorted(claims) == sorted(str(file) for file in files)  # each once, none lost
     for name, files_taken in taken.items():
-        assert set(Download.objects.filter(worker=name).values_list("file_id", flat=True)) == {
+        held = Download.objects.filter(worker__startswith=f"{name}/")
+        assert set(held.values_list("file_id", flat=True)) == {
             uuid.UUID(file) for file in files_taken
         }
     assert not Download.objects.exclude(state=DownloadState.DOWNLOADING).exists()
@@ -302,69 +306,100 @@ def test_a_claim_skips_a_row_another_worker_holds_locked(leader):
             thread = threading.Thread(target=other, args=(name,))
             thread.start()
             thread.join(timeout=10)
-        assert sorted(str(d.file_id) for d in got) == sorted(str(f) for f in files[1:])
+        assert sorted(str(c.download.file_id) for c in got) == sorted(str(f) for f in files[1:])
 
-    assert str(services.claim(leader, "w3").file_id) == str(files[0])
+    assert str(services.claim(leader, "w3").download.file_id) == str(files[0])
 
 
-def test_an_expired_claim_is_taken_over_and_the_old_worker_loses_it(leader):
+@pytest.mark.parametrize("taker", ["w2", "w1"], ids=["another-worker", "same-worker-name"])
+def test_a_stale_holder_writes_nothing_once_its_claim_was_taken_over(leader, taker, monkeypatch):
+    """A worker that stalled past its lease, its row taken over by another worker or by one
+    of the same name (the claims' holder tokens differ), can neither renew, finish, give
+    back, retry nor cancel: each raises LeaseLost or answers "lost", and the row, the local
+    files and the new claim's partial blob are as the new claim left them."""
+    from filesync.follower import worker
+
     file = uuid.uuid4()
     services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
     old = claimed(leader, file, "w1")
-    assert services.claim(leader, "w2") is None  # the lease still runs
-    Download.objects.filter(pk=old.pk).update(lease_expires_at=timezone.now() - timedelta(1))
+    assert services.claim(leader, taker) is None  # the lease still runs
+    Download.objects.filter(file_id=file).update(lease_expires_at=timezone.now() - timedelta(1))
+    new = claimed(leader, file, taker)
+    assert new.lease.holder != old.lease.holder and new.download.attempts == 2
+    new.lease.renew(bytes_done=10)
+    partial = mirror.staging(new.download) / ("cd" * 32 + ".part")
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"the new claim's first piece")
+    before = Download.objects.values().get(file_id=file)
+    feed_before = Change.objects.count()
 
-    new = claimed(leader, file, "w2")
+    with pytest.raises(LeaseLost):
+        old.lease.renew(bytes_done=99)
+    with pytest.raises(LeaseLost), transaction.atomic():
+        services.finish(old.lease, 1)
+    with pytest.raises(LeaseLost):
+        mirror.write(fetched(file, media=[pending_media()]), old.lease)
+    assert services.give_back(old.lease) == "lost"
+    assert services.retry_later(old.lease, "too late") == "lost"
+    assert services.retry_later(old.lease, "refused", permanent=True) == "lost"
+    assert services.cancel_gone(old.lease) == "lost"
+    monkeypatch.setattr(mirror, "fetch", lambda client, file_id: fetched(file))
+    assert worker.run_download(None, old) == "lost"
 
-    assert (new.worker, new.attempts) == ("w2", 2)
-    with pytest.raises(services.ClaimLost):
-        services.renew(old, "w1", bytes_done=10)
-    with pytest.raises(services.ClaimLost), transaction.atomic():
-        services.finish(old, "w1", 1)
-    with pytest.raises(services.ClaimLost):
-        mirror.write(fetched(file), old, "w1")
+    assert Download.objects.values().get(file_id=file) == before
+    assert (before["worker"], before["bytes_done"]) == (new.lease.holder, 10)
     assert not File.objects.filter(pk=file).exists()
-    assert services.retry_later(old, "w1", "too late") == "lost"
+    assert not Team.objects.filter(pk=TEAM).exists()
+    assert not MediaObject.objects.exists()
+    assert Change.objects.count() == feed_before
+    assert partial.read_bytes() == b"the new claim's first piece"
 
-    services.renew(new, "w2", bytes_done=10)
-    assert row(file).bytes_done == 10
-    mirror.write(fetched(file), new, "w2")
+    mirror.write(fetched(file), new.lease)
     assert (row(file).state, row(file).worker) == ("done", "")
+
+
+def test_a_row_is_held_exactly_while_it_is_downloading(leader):
+    """The database refuses a holder on a row that is not downloading, and a downloading
+    row without one: the holder alone fences a claim's writes."""
+    file = uuid.uuid4()
+    services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
+    rows = Download.objects.filter(file_id=file)
+    for fields in (
+        {"worker": "w1/0123456789"},
+        {"state": DownloadState.DOWNLOADING, "lease_expires_at": timezone.now()},
+        {"state": DownloadState.DOWNLOADING, "worker": "w1/0123456789"},
+    ):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            rows.update(**fields)
+    assert (row(file).state, row(file).worker, row(file).lease_expires_at) == ("pending", "", None)
 
 
 def test_a_stopped_worker_gives_its_claim_back_due_at_once_and_uncounted(leader):
     file = uuid.uuid4()
     services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
-    download = claimed(leader, file, "w1")
+    claim = claimed(leader, file, "w1")
 
-    assert services.give_back(download, "w1") == DownloadState.PENDING
+    assert services.give_back(claim.lease) == DownloadState.PENDING
 
     given = row(file)
     assert (given.state, given.worker, given.lease_expires_at) == ("pending", "", None)
     assert (given.attempts, given.not_before) == (0, None)
-    assert claimed(leader, file, "w2").attempts == 1  # at once, by anyone
-
-
-def test_only_the_holder_gives_a_claim_back(leader):
-    file = uuid.uuid4()
-    services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
-    old = claimed(leader, file, "w1")
-    Download.objects.filter(pk=old.pk).update(lease_expires_at=timezone.now() - timedelta(1))
-    claimed(leader, file, "w2")
-
-    assert services.give_back(old, "w1") == "lost"
-
-    taken = row(file)
-    assert (taken.state, taken.worker, taken.attempts) == ("downloading", "w2", 2)
+    assert claimed(leader, file, "w2").download.attempts == 1  # at once, by anyone
+    assert services.give_back(claim.lease) == "lost"  # once
 
 
 # --- deletions ------------------------------------------------------------------------------
 
 
-def test_a_deletion_during_the_download_cancels_it_and_nothing_is_written(leader):
+def test_a_deletion_during_the_download_cancels_it_and_nothing_is_written(leader, monkeypatch):
+    from filesync.follower import worker
+
     file = uuid.uuid4()
     services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
-    download = claimed(leader, file)
+    claim = claimed(leader, file)
+    partial = mirror.staging(claim.download) / ("cd" * 32 + ".part")
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"a first piece")
     feed_before = Change.objects.count()
 
     services.apply_changes(leader, [change(2, ChangeKind.FILE_DELETED, file)], 2)
@@ -375,10 +410,13 @@ def test_a_deletion_during_the_download_cancels_it_and_nothing_is_written(leader
         None,
     )
 
-    with pytest.raises(services.ClaimLost):
-        services.renew(download, "w1")
-    with pytest.raises(services.ClaimLost):
-        mirror.write(fetched(file, media=[pending_media()]), download, "w1")
+    with pytest.raises(LeaseLost):
+        claim.lease.renew()
+    with pytest.raises(LeaseLost):
+        mirror.write(fetched(file, media=[pending_media()]), claim.lease)
+    monkeypatch.setattr(mirror, "fetch", lambda client, file_id: fetched(file))
+    assert worker.run_download(None, claim) == "lost"
+    assert not partial.parent.exists()  # nobody holds the row: its partial blobs go
 
     assert not File.objects.filter(pk=file).exists()
     assert not Team.objects.filter(pk=TEAM).exists()
@@ -439,9 +477,9 @@ def test_a_deletion_of_a_file_never_fetched_is_harmless(leader):
 def test_a_file_gone_from_the_leader_is_cancelled(leader):
     file = uuid.uuid4()
     services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
-    download = claimed(leader, file)
+    claim = claimed(leader, file)
 
-    services.cancel_gone(download, "w1")
+    assert services.cancel_gone(claim.lease) == DownloadState.CANCELLED
 
     gone = row(file)
     assert (gone.state, gone.worker, gone.last_error) == ("cancelled", "", "Gone from the leader.")
@@ -480,7 +518,7 @@ def test_an_unexpected_error_is_recorded_and_the_worker_lives_on(leader, monkeyp
 
     monkeypatch.setattr(mirror, "fetch", broken)
 
-    assert worker.run_download(None, claimed(leader, file), "w1") == "pending"
+    assert worker.run_download(None, claimed(leader, file)) == "pending"
     assert row(file).last_error == "KeyError: 'page'"
 
 
@@ -491,19 +529,18 @@ def test_retry_later_backs_off_doubling_then_fails(leader, settings):
     services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
 
     for attempt, delay in ((1, 10), (2, 20)):
-        download = claimed(leader, file)
+        claim = claimed(leader, file)
         before = timezone.now()
-        assert services.retry_later(download, "w1", f"Retry: try {attempt}") == "pending"
+        assert services.retry_later(claim.lease, f"Retry: try {attempt}") == "pending"
         waiting = row(file)
         assert (waiting.attempts, waiting.worker, waiting.lease_expires_at) == (attempt, "", None)
         assert waiting.last_error == f"Retry: try {attempt}"
         assert before + timedelta(seconds=delay - 1) < waiting.not_before
         assert waiting.not_before <= timezone.now() + timedelta(seconds=delay)
         assert services.claim(leader, "w1") is None  # not due yet
-        Download.objects.filter(pk=download.pk).update(not_before=timezone.now())
+        Download.objects.filter(file_id=file).update(not_before=timezone.now())
 
-    download = claimed(leader, file)
-    assert services.retry_later(download, "w1", "Retry: try 3") == "failed"
+    assert services.retry_later(claimed(leader, file).lease, "Retry: try 3") == "failed"
 
     failed = row(file)
     assert (failed.state, failed.attempts, failed.not_before) == ("failed", 3, None)
@@ -515,9 +552,9 @@ def test_retry_later_backs_off_doubling_then_fails(leader, settings):
 def test_a_permanent_failure_fails_at_once(leader):
     file = uuid.uuid4()
     services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
-    download = claimed(leader, file)
+    claim = claimed(leader, file)
 
-    assert services.retry_later(download, "w1", "x" * 3000, permanent=True) == "failed"
+    assert services.retry_later(claim.lease, "x" * 3000, permanent=True) == "failed"
 
     failed = row(file)
     assert (failed.state, failed.attempts, len(failed.last_error)) == ("failed", 1, 2000)
@@ -530,7 +567,7 @@ def test_retry_failed_reopens_failed_rows_only(leader):
         [change(1, ChangeKind.FILE_CREATED, a), change(2, ChangeKind.FILE_CREATED, b)],
         2,
     )
-    services.retry_later(claimed(leader, a), "w1", "Refused: 403", permanent=True)
+    services.retry_later(claimed(leader, a).lease, "Refused: 403", permanent=True)
     mirrored(leader, b)
 
     assert services.retry_failed(Download.objects.all()) == 1
@@ -538,13 +575,13 @@ def test_retry_failed_reopens_failed_rows_only(leader):
     again = row(a)
     assert (again.state, again.attempts, again.finished_at) == ("pending", 0, None)
     assert row(b).state == DownloadState.DONE
-    assert claimed(leader, a).attempts == 1
+    assert claimed(leader, a).download.attempts == 1
 
 
 def test_a_new_change_reopens_a_failed_download(leader):
     file = uuid.uuid4()
     services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
-    services.retry_later(claimed(leader, file), "w1", "Refused: 403", permanent=True)
+    services.retry_later(claimed(leader, file).lease, "Refused: 403", permanent=True)
 
     services.apply_changes(leader, [change(2, ChangeKind.FILE_UPDATED, file, revision=2)], 2)
 
@@ -576,9 +613,9 @@ def test_ack_position_holds_before_the_first_open_or_failed_download(leader):
 
     mirrored(leader, a, revision=2)
     assert ack_position(leader) == 1  # b, opened by change 2, is still open
-    download = claimed(leader, b)
+    claim = claimed(leader, b)
     assert ack_position(leader) == 1  # downloading holds too
-    services.retry_later(download, "w1", "Refused", permanent=True)
+    services.retry_later(claim.lease, "Refused", permanent=True)
     assert ack_position(leader) == 1  # and failed
     services.retry_failed(Download.objects.filter(file_id=b))
     mirrored(leader, b)
@@ -598,7 +635,7 @@ def test_progress_counts_rows_by_state_and_bytes(leader):
         [change(1, ChangeKind.FILE_CREATED, a), change(2, ChangeKind.FILE_CREATED, b)],
         2,
     )
-    services.renew(claimed(leader, a), "w1", bytes_done=1234)
+    claimed(leader, a).lease.renew(bytes_done=1234)
 
     assert progress(leader) == {
         "pending": 1,
@@ -676,7 +713,7 @@ def failed(leader):
     file = uuid.uuid4()
     services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
     error = "Refused: 403 Forbidden " + "you may not read this file " * 10
-    services.retry_later(claimed(leader, file), "w1", error, permanent=True)
+    services.retry_later(claimed(leader, file).lease, error, permanent=True)
     return row(file)
 
 
