@@ -5,6 +5,7 @@ doing when it noticed (failing, being cancelled, checkpointing, publishing, impo
 in the row) while this one is busy, and this one then fails, or carries on."""
 
 import io
+import threading
 
 import pytest
 from django.utils import timezone
@@ -18,6 +19,7 @@ from exports.models import ExportJob, ImportJob, JobEvent, JobState
 from tests.exports.conftest import run_to_end
 from tests.exports.test_import import export_bytes
 from tests.snapshot import store_state, unfinished_uploads
+from tests.waiting import patience, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -171,3 +173,39 @@ def test_each_hold_has_its_own_token(workspace):
     assert not first.lease.release()  # the first hold is over, even for the same worker
     job.refresh_from_db()
     assert job.worker == second.holder
+
+
+def test_the_heartbeat_keeps_a_busy_worker_s_lease(workspace, monkeypatch, settings):
+    """A long step (a blob read that takes its time) does not let the lease run out: the
+    heartbeat renews it on its own thread, so no second worker gets in meanwhile."""
+    settings.EXPORT_LEASE_SECONDS = 0.9
+    job = export(workspace)
+    blocked, release = threading.Event(), threading.Event()
+
+    def block(original, engine):
+        blocked.set()
+        assert release.wait(patience(60))
+        return original(engine)
+
+    on_call(monkeypatch, ExportEngine, "_between_entries", 2, block)
+    outcome = {}
+    worker = threading.Thread(
+        target=lambda: outcome.update(first=run_tick(job.pk, worker="slow")), daemon=True
+    )
+    worker.start()
+    try:
+        assert blocked.wait(patience(60))
+        first = ExportJob.objects.get(pk=job.pk).lease_expires_at
+        wait_for(
+            lambda: (
+                ExportJob.objects.get(pk=job.pk).lease_expires_at > first
+                and ExportJob.objects.get(pk=job.pk).lease_expires_at > timezone.now()
+            ),
+            timeout=30,
+            what="the heartbeat to renew the lease",
+        )
+        assert run_tick(job.pk, worker="eager") == "busy"
+    finally:
+        release.set()
+        worker.join(patience(120))
+    assert outcome["first"] == JobState.SUCCEEDED
