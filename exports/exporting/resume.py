@@ -45,7 +45,7 @@ def rewind(
     """
     boundary = records[-1].end if records else 0
     spans = [(r.offset, r.end) for r in records if r.method != STORED]
-    if boundary < flushed and pending_method != STORED:
+    if boundary < flushed and pending_method not in (None, STORED):
         spans.append((boundary, flushed + 1))  # ends somewhere after the checkpoint
     if not any(start < flushed < end for start, end in spans):
         return None
