@@ -100,6 +100,10 @@ class ExportJob(Job):
     bytes_flushed = models.BigIntegerField(default=0)
     hash_state = models.BinaryField(null=True, blank=True)
     sink_state = models.JSONField(default=dict, blank=True)
+    #: Which deflate wrote the checkpoint's bytes (zipstream.compressor_identity); a worker
+    #: with another one resumes from a point that needs no re-compression (resume.py).
+    #: Empty for a job checkpointed before this was recorded: any worker counts as another.
+    compressor = models.CharField(max_length=200, blank=True)
 
     # What a resume cost: part writes in all (a rewritten part counts again) and bytes
     # regenerated only to be dropped because they were already written.
@@ -242,6 +246,8 @@ class ExportPart(models.Model):
     number = models.PositiveIntegerField()
     size = models.PositiveIntegerField()
     etag = models.CharField(max_length=200, blank=True)
+    #: The archive's hash state at the end of this part, for a resume that starts here.
+    hash_state = models.BinaryField(null=True, blank=True)
 
     class Meta:
         ordering = ["job", "number"]

@@ -4,7 +4,9 @@ A tick resumes from the job's checkpoint, streams the archive into the part sink
 checkpoints after every part, and stops when the archive is published or when its time
 budget is spent (the kernel then gives the job back and queues another tick). Failing,
 cancelling, heartbeats and progress events are the kernel's. Deterministic output makes
-a resumed archive byte-identical to an uninterrupted one.
+a resumed archive byte-identical to an uninterrupted one; a worker whose deflate differs
+from the one the checkpoint names first moves back to where it need not splice two
+deflate streams (resume.py).
 """
 
 import math
@@ -19,11 +21,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from exports.binfile.zipstream import EntryRecord, ZipStream
+from exports.binfile.zipstream import EntryRecord, ZipStream, compressor_identity
 from exports.exporting.archive import archive_entries, planned_size
 from exports.exporting.errors import ExportError
 from exports.exporting.links import download_path
 from exports.exporting.partwriter import PartWriter, WrittenPart
+from exports.exporting.resume import rewind
 from exports.exporting.sinks import PartSink, sink_for, uses_s3
 from exports.jobs.kernel import Cancelled, Engine, JobRun, LeaseLost, OutOfTime, run_job
 from exports.models import ExportEntry, ExportJob, ExportPart
@@ -89,6 +92,7 @@ class ExportEngine(Engine):
         if job.part_size == 0:
             self._start()
         else:
+            self._take_over_compression()
             beyond = self.sink.resume(job.bytes_flushed)
             if beyond:
                 job.parts_rewritten += math.ceil(beyond / job.part_size)
@@ -145,9 +149,54 @@ class ExportEngine(Engine):
         self.sink = sink_for(job)
         job.sink_state = self.sink.begin()
         job.items_total, job.bytes_total = items, size
+        job.compressor = compressor_identity()
         self.run.write(
-            part_size=job.part_size, sink_state=job.sink_state, items_total=items, bytes_total=size
+            part_size=job.part_size,
+            sink_state=job.sink_state,
+            items_total=items,
+            bytes_total=size,
+            compressor=job.compressor,
         )
+
+    def _take_over_compression(self) -> None:
+        """A worker whose deflate is not the checkpoint's moves the checkpoint back to where
+        it re-compresses nothing (exports/exporting/resume.py), then names its own."""
+        job = self.job
+        ours = compressor_identity()
+        if job.compressor == ours:
+            return
+        records = [_record(row) for row in job.entries.order_by("index")]
+        boundary = records[-1].end if records else 0
+        pending = None
+        if boundary < job.bytes_flushed:  # the plan says how the entry in progress is written
+            entries = archive_entries(job, digest_records=list)
+            spec = next(islice(entries, len(records), None), None)
+            pending = spec.method if spec else None
+        hashed = dict(job.parts.exclude(hash_state=None).values_list("number", "hash_state"))
+        back = rewind(
+            flushed=job.bytes_flushed,
+            part_size=job.part_size,
+            records=records,
+            pending_method=pending,
+            hashed_parts=hashed.keys(),
+        )
+        changes = {"compressor": ours}
+        if back:
+            state = hashed.get(back.parts)
+            changes.update(
+                bytes_flushed=back.offset,
+                bytes_done=back.offset,
+                parts_done=back.parts,
+                items_done=back.entries,
+                hash_state=bytes(state) if state is not None else None,
+            )
+        with transaction.atomic():
+            self.run.write(**changes)
+            if back:
+                ExportPart.objects.filter(job=job, number__gt=back.parts).delete()
+                ExportEntry.objects.filter(job=job, index__gte=back.entries).delete()
+        for name, value in changes.items():
+            setattr(job, name, value)
 
     def _emit(self, data: bytes) -> None:
         if self.drop:
@@ -199,7 +248,9 @@ class ExportEngine(Engine):
                 bytes_replayed=replayed,
             )
             ExportPart.objects.update_or_create(
-                job=job, number=part.number, defaults={"size": part.size, "etag": part.etag}
+                job=job,
+                number=part.number,
+                defaults={"size": part.size, "etag": part.etag, "hash_state": part.hash_state},
             )
             ExportEntry.objects.bulk_create(
                 _row(job, self.persisted + i, r) for i, r in enumerate(complete)
