@@ -401,8 +401,11 @@ class ContentLock(models.Model):
 
 
 class Upload(models.Model):
-    """A resumable (tus) upload in progress. Its bytes wait in a staging file until the
-    last one arrives and the whole hashes to `sha256`; only then do they become a Blob."""
+    """A resumable (tus) upload in progress. Its bytes wait in the blobs storage (a staging
+    file there, or an S3 multipart upload onto the blob's own key) until the last one
+    arrives and the whole hashes to `sha256`; only then do they become a Blob. Everything
+    a PATCH needs to go on is in this row, so any node may take the next one
+    (filesync.sync.staging)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
@@ -415,7 +418,21 @@ class Upload(models.Model):
     #: The running SHA-256 of the bytes up to `offset` (filesync.resumable_hash), so the
     #: last chunk completes the check without reading everything again.
     hash_state = models.BinaryField(null=True, blank=True)
+    #: The PATCH writing now (common.leases): every write it makes is fenced by it.
+    holder = models.CharField(max_length=100, blank=True, default="")
     locked_until = models.DateTimeField(null=True, blank=True)
+    #: Filesystem: the staging file's name in the blobs storage.
+    staged_name = models.CharField(max_length=200, blank=True, default="")
+    #: S3: the multipart upload onto the blob's key, its parts as [number, etag, size],
+    #: and the bytes after the last part (shorter than a part, kept here until more come).
+    multipart_id = models.CharField(max_length=1024, blank=True, default="")
+    parts = models.JSONField(default=list, blank=True)
+    tail = models.BinaryField(default=b"", blank=True)
+    #: The next part number to use, and the first one no PATCH that ever claimed this
+    #: upload can have used: a PATCH taking over a stalled one starts there, so the
+    #: stalled one's late parts never replace a part that counts.
+    next_part = models.PositiveIntegerField(default=1)
+    part_ceiling = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)

@@ -1,5 +1,6 @@
 """Writes and the rules around them. Every interface (API, admin, commands, tasks) calls these."""
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import BinaryIO
 from uuid import UUID, uuid4
@@ -160,9 +161,26 @@ def store_blob(
     stream = blobstore.seekable_copy(stream)
     stream.seek(0)
     digest = verified or blobstore.digest_stream(stream)
-    if not Blob.objects.filter(pk=digest.sha256).update(touched_at=timezone.now()):
+
+    def write() -> None:
         stream.seek(0)
         blobstore.write_blob(digest.sha256, stream)
+
+    return register_blob(digest, write=write, content_type=content_type, user=user)
+
+
+def register_blob(
+    digest: blobstore.Digest,
+    *,
+    write: Callable[[], None],
+    content_type: str = "application/octet-stream",
+    user=None,
+) -> Blob:
+    """`store_blob` for bytes already verified against `digest` that the caller puts in
+    place itself (`write`, called only if the blob is not stored yet): a tus upload
+    completes its staged bytes onto the blob's key without copying them."""
+    if not Blob.objects.filter(pk=digest.sha256).update(touched_at=timezone.now()):
+        write()
     with transaction.atomic():
         blob, _ = Blob.objects.get_or_create(
             sha256=digest.sha256, defaults={"size": digest.size, "content_type": content_type}

@@ -303,8 +303,6 @@ PAGE_MAX_OBJECTS = int(os.environ.get("PAGE_MAX_OBJECTS", 100_000))
 EVENTS_POLL_SECONDS = float(os.environ.get("EVENTS_POLL_SECONDS", 0.5 if not REDIS_URL else 5))
 SYNC_LOCK_SECONDS = int(os.environ.get("SYNC_LOCK_SECONDS", 600))
 SYNC_MAX_WAIT_SECONDS = 30
-#: Where resumable uploads wait until complete (node-local: see docs/operations.md).
-SYNC_UPLOAD_DIR = VAR_DIR / "uploads"
 SYNC_UPLOAD_TTL_SECONDS = int(os.environ.get("SYNC_UPLOAD_TTL_SECONDS", 24 * 3600))
 SYNC_PATCH_LEASE_SECONDS = 60
 REPLICA_STALE_SECONDS = int(os.environ.get("REPLICA_STALE_SECONDS", 24 * 3600))

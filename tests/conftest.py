@@ -187,7 +187,7 @@ def s3_server():
 
 @pytest.fixture(autouse=True)
 def isolated_storages(settings, tmp_path):
-    """Give each test its own storages, upload staging and lock files: a var/ dir of its
+    """Give each test its own storages (tus staging is in `blobs`) and lock files: a var/ dir of its
     own, and on S3 a fresh prefix.
 
     Laid out as settings lays out FERRY_VAR_DIR and FERRY_S3_PREFIX, so processes started
@@ -205,7 +205,6 @@ def isolated_storages(settings, tmp_path):
         configured[alias] = {**conf, "OPTIONS": options}
     settings.STORAGES = configured
     settings.VAR_DIR = var_dir  # the SQLite-mode purge lock lives here
-    settings.SYNC_UPLOAD_DIR = var_dir / "uploads"
     settings.FILE_UPLOAD_TEMP_DIR = str(var_dir / "tmp")
     os.makedirs(settings.FILE_UPLOAD_TEMP_DIR)
     return {"FERRY_VAR_DIR": str(var_dir), "FERRY_S3_PREFIX": prefix}

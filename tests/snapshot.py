@@ -1,5 +1,6 @@
 """What a refused request or a failed job may not change: every row of every table, every
-name in every storage, every file in the upload staging and temporary directories.
+name in every storage (tus uploads are staged in the blobs storage), every file in the
+temporary directory.
 
     before = store_state()
     ...  # the hostile call, answered with an error
@@ -33,13 +34,7 @@ def store_state(*, ignore: tuple[str, ...] = ()) -> dict:
         "tables": tables,
         "storages": {alias: stored_names(alias) for alias in WRITTEN_STORAGES},
         "unfinished_uploads": {alias: unfinished_uploads(alias) for alias in WRITTEN_STORAGES},
-        "directories": {
-            name: _files(Path(directory))
-            for name, directory in (
-                ("uploads", settings.SYNC_UPLOAD_DIR),
-                ("tmp", settings.FILE_UPLOAD_TEMP_DIR),
-            )
-        },
+        "directories": {"tmp": _files(Path(settings.FILE_UPLOAD_TEMP_DIR))},
     }
 
 

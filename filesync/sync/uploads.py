@@ -1,29 +1,40 @@
 """Resumable uploads (the tus protocol's core, creation, checksum, termination, expiration).
 
-Bytes wait in a node-local staging file (FERRY_VAR_DIR/uploads) until the upload is
-complete and its sha256 verified; then they go to the blob store like any other blob and
-the staging file goes away. One PATCH at a time per upload: a short lease on the row.
+Bytes wait in the blobs storage (filesync.sync.staging) until the upload is complete and
+its sha256 verified; then they become the blob, without a second copy. The row holds all
+a PATCH needs to go on (offset, running hash, staging), so any node may take any PATCH.
+One PATCH at a time per upload: it holds the row under a lease (common.leases), and
+every write it makes is fenced, so a PATCH that lost its claim changes nothing (409).
 """
 
 import base64
 import hashlib
+import io
 import os
-from contextlib import suppress
+import socket
+import time
+import uuid
 from datetime import timedelta
 from typing import BinaryIO
 
 from django.conf import settings
-from django.db.models import Q
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
+
+from common.leases import Lease, LeaseLost, new_holder
 
 from .. import blobstore, services
 from ..models import Upload
 from ..resumable_hash import ResumableSha256
 from ..selectors import readable_blobs
+from . import staging
 
 CHUNK = 1024 * 1024
 EMPTY = hashlib.sha256(b"").hexdigest()
 CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
+MISMATCH = "The uploaded bytes do not hash to the sha256 given at creation."
+NODE = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class UploadError(Exception):
@@ -35,119 +46,176 @@ class UploadError(Exception):
         self.message = message
 
 
-def staging_path(upload: Upload) -> str:
-    directory = settings.SYNC_UPLOAD_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(directory / f"{upload.pk}.part")
-
-
 def create_upload(*, owner, length: int, sha256: str, metadata: dict) -> Upload:
     if length > settings.SYNC_MAX_BLOB_BYTES:
         raise UploadError(413, "The upload is larger than this server accepts.")
     now = timezone.now()
-    upload = Upload.objects.create(
-        owner=owner,
-        length=length,
-        sha256=sha256,
-        metadata=metadata,
-        expires_at=now + timedelta(seconds=settings.SYNC_UPLOAD_TTL_SECONDS),
-    )
+    row = {
+        "owner": owner,
+        "length": length,
+        "sha256": sha256,
+        "metadata": metadata,
+        "expires_at": now + timedelta(seconds=settings.SYNC_UPLOAD_TTL_SECONDS),
+    }
     if readable_blobs(owner).filter(pk=sha256).exists():  # nothing to send: they read it already
-        Upload.objects.filter(pk=upload.pk).update(offset=length, completed_at=now)
-        upload.refresh_from_db()
-    else:
-        open(staging_path(upload), "wb").close()
-        if length == 0:  # nothing will come: the empty blob is complete now
-            _finish(upload)
-    return upload
+        return Upload.objects.create(**row, offset=length, completed_at=now)
+    if length == 0:  # nothing will come: the empty blob is complete now
+        if sha256 != EMPTY:
+            raise UploadError(422, MISMATCH)
+        services.store_blob(
+            stream=io.BytesIO(),
+            content_type=_content_type(metadata),
+            user=owner,
+            verified=blobstore.Digest(EMPTY, 0),
+        )
+        return Upload.objects.create(**row, completed_at=now)
+    upload_id = uuid.uuid4()
+    return Upload.objects.create(id=upload_id, **row, **staging.begin(upload_id, sha256))
 
 
-def _claim(upload: Upload) -> None:
-    now = timezone.now()
-    if (
-        not Upload.objects.filter(pk=upload.pk)
-        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-        .update(locked_until=now + timedelta(seconds=settings.SYNC_PATCH_LEASE_SECONDS))
-    ):
+def _claim(upload: Upload) -> tuple[Lease, bool]:
+    """Hold the upload for one PATCH; whether it takes over from one that never let go
+    (crashed, or stalled past its lease). The claim reserves the part numbers this PATCH
+    may use (staging): past every number a PATCH it takes over from could still use."""
+    seen = (
+        Upload.objects.filter(pk=upload.pk, completed_at__isnull=True)
+        .values("holder", "offset", "next_part", "part_ceiling")
+        .first()
+    )
+    if seen is None:
+        raise UploadError(409, "The upload is already complete, or gone.")
+    takeover = bool(seen["holder"])
+    first = seen["part_ceiling"] if takeover else seen["next_part"]
+    ceiling = first + staging.parts_a_patch_may_use(upload.length, upload.length - seen["offset"])
+    if ceiling > staging.MAX_PARTS + 1:
+        terminate(upload=upload)
+        raise UploadError(410, "This upload was interrupted too often to go on; start again.")
+    lease = Lease.take(
+        Upload.objects.filter(**seen),  # unchanged since read, or somebody else won
+        upload.pk,
+        holder=new_holder(NODE),
+        seconds=settings.SYNC_PATCH_LEASE_SECONDS,
+        holder_field="holder",
+        until_field="locked_until",
+        next_part=first,
+        part_ceiling=ceiling,
+    )
+    if lease is None:
         raise UploadError(423, "Another request is writing to this upload; retry shortly.")
+    return lease, takeover
 
 
 def append(
     *, upload: Upload, offset: int, body: BinaryIO, checksum: tuple[str, bytes] | None
 ) -> Upload:
     """Write one PATCH body at `offset`; verify its checksum; finish when the last byte is in."""
-    _claim(upload)
+    lease, takeover = _claim(upload)
     try:
-        upload.refresh_from_db()
-        if upload.completed_at:
-            raise UploadError(409, "The upload is already complete.")
-        if offset != upload.offset:
-            raise UploadError(409, f"Upload-Offset is {offset}; the upload is at {upload.offset}.")
-        hasher = CHECKSUMS[checksum[0]]() if checksum else None
-        whole = ResumableSha256(upload.hash_state) if upload.hash_state else ResumableSha256()
-        written = 0
-        with open(staging_path(upload), "r+b") as staging:
-            staging.seek(offset)
-            while chunk := body.read(CHUNK):
-                written += len(chunk)
-                if offset + written > upload.length:
-                    staging.truncate(offset)
-                    raise UploadError(413, "The body goes past Upload-Length.")
-                staging.write(chunk)
-                whole.update(chunk)
-                if hasher:
-                    hasher.update(chunk)
-            if hasher and hasher.digest() != checksum[1]:
-                staging.truncate(offset)
-                raise UploadError(460, "Upload-Checksum does not match; the chunk was discarded.")
-            staging.flush()
-            os.fsync(staging.fileno())
-        upload.offset = offset + written
-        upload.hash_state = whole.state()
-        Upload.objects.filter(pk=upload.pk).update(
-            offset=upload.offset, hash_state=upload.hash_state
-        )
+        return _append(upload, lease, takeover, offset, body, checksum)
+    except LeaseLost:
+        raise UploadError(
+            409, "Another request took this upload over; nothing of this one was kept."
+        ) from None
+    finally:  # no-op if let go already; else the part numbers reserved go back
+        lease.release(part_ceiling=F("next_part"))
+
+
+def _append(upload, lease, takeover, offset, body, checksum) -> Upload:
+    upload.refresh_from_db()
+    if offset != upload.offset:
+        raise UploadError(409, f"Upload-Offset is {offset}; the upload is at {upload.offset}.")
+    hasher = CHECKSUMS[checksum[0]]() if checksum else None
+    whole = ResumableSha256(upload.hash_state) if upload.hash_state else ResumableSha256()
+    staged = staging.resume(upload, lease, takeover=takeover)
+    try:
+        written = _receive(body, staged, whole, hasher, lease, room=upload.length - offset)
+        if hasher and hasher.digest() != checksum[1]:
+            staged.undo()
+            raise UploadError(460, "Upload-Checksum does not match; the chunk was discarded.")
+        upload.offset, upload.hash_state = offset + written, whole.state()
         if upload.offset == upload.length:
-            _finish(upload)
-        return upload
+            _finish(upload, lease, whole, staged)
+            return upload
+        kept = {"offset": upload.offset, "hash_state": upload.hash_state, **staged.state()}
+        if not lease.release(**kept):
+            raise LeaseLost
     finally:
-        Upload.objects.filter(pk=upload.pk).update(locked_until=None)
+        staged.close()
+    return upload
 
 
-def _finish(upload: Upload) -> None:
-    """Check the whole against the running hash and move it into the blob store; a
-    mismatch leaves nothing behind (422)."""
-    digest = ResumableSha256(upload.hash_state).hexdigest() if upload.hash_state else EMPTY
+def _receive(body: BinaryIO, staged, whole, hasher, lease: Lease, *, room: int) -> int:
+    """Stream the body into staging and the hashes; the lease is renewed as it goes."""
+    written, renewed = 0, time.monotonic()
+    while chunk := body.read(CHUNK):
+        written += len(chunk)
+        if written > room:
+            staged.undo()
+            raise UploadError(413, "The body goes past Upload-Length.")
+        whole.update(chunk)
+        if hasher:
+            hasher.update(chunk)
+        staged.write(chunk)
+        if time.monotonic() - renewed > lease.seconds / 3:
+            lease.renew()
+            renewed = time.monotonic()
+    return written
+
+
+def _finish(upload: Upload, lease: Lease, whole: ResumableSha256, staged) -> None:
+    """Check the whole against the running hash and make the staged bytes the blob; a
+    mismatch leaves nothing behind (422). Done holding the row locked, so no PATCH taking
+    over can start while the staged bytes become the blob."""
+    digest = whole.hexdigest()
+    with transaction.atomic():
+        lease.lock()
+        if digest == upload.sha256:
+            services.register_blob(
+                blobstore.Digest(digest, upload.length),
+                write=staged.publish,
+                content_type=_content_type(upload.metadata),
+                user=upload.owner,
+            )
+            upload.completed_at = timezone.now()
+            lease.release(
+                offset=upload.offset,
+                hash_state=upload.hash_state,
+                completed_at=upload.completed_at,
+                staged_name="",
+                multipart_id="",
+                parts=[],
+                tail=b"",
+            )
+        else:
+            lease.held().delete()
+    staged.discard()  # what the blob did not take: all of it, if stored already or wrong
     if digest != upload.sha256:
-        terminate(upload=upload)
-        raise UploadError(422, "The uploaded bytes do not hash to the sha256 given at creation.")
-    path = staging_path(upload)
-    with open(path, "rb") as staged:
-        services.store_blob(
-            stream=blobstore.StagedFile(staged),
-            content_type=upload.metadata.get("content_type", "application/octet-stream"),
-            user=upload.owner,
-            verified=blobstore.Digest(digest, upload.length),
-        )
-    with suppress(FileNotFoundError):
-        os.remove(path)
-    upload.completed_at = timezone.now()
-    Upload.objects.filter(pk=upload.pk).update(completed_at=upload.completed_at)
+        raise UploadError(422, MISMATCH)
 
 
 def terminate(*, upload: Upload) -> None:
-    try:
-        os.remove(staging_path(upload))
-    except FileNotFoundError:
-        pass
-    upload.delete()
+    """Delete the upload and its staged bytes. The row goes first, so a PATCH at work on
+    it can write nothing more to it."""
+    with transaction.atomic():
+        row = Upload.objects.select_for_update().filter(pk=upload.pk).first()
+        if row is None:
+            return
+        row.delete()
+    staging.discard(row)
 
 
 def reap_expired() -> int:
+    """Expired uploads and their staged bytes, from whichever node runs it; and staged
+    bytes a crash left without an upload."""
     expired = list(Upload.objects.filter(expires_at__lt=timezone.now(), completed_at__isnull=True))
     for upload in expired:
         terminate(upload=upload)
+    staging.sweep()
     return len(expired)
+
+
+def _content_type(metadata: dict) -> str:
+    return metadata.get("content_type", "application/octet-stream")
 
 
 def parse_metadata(header: str) -> dict:

@@ -4,19 +4,23 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 
-from filesync.models import Blob, Upload
-from filesync.sync import uploads
-from tests.conftest import ROOT
-from tests.snapshot import store_state
+from filesync import blobstore
+from filesync.models import Blob, Upload, blob_storage_name
+from filesync.sync import staging, uploads
+from tests.conftest import ROOT, stored_names
+from tests.snapshot import store_state, unfinished_uploads
 from tests.waiting import patience, stop_process, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TUS = {"HTTP_TUS_RESUMABLE": "1.0.0"}
+MiB = 2**20
 
 
 def b64(text: str) -> str:
@@ -195,6 +199,21 @@ def test_uploads_are_their_owners_and_can_be_terminated_or_expire(api_for, edito
     assert store_state() == empty
 
 
+def in_thread(work) -> threading.Thread:
+    """Run `work` (a request) on a thread of its own, which closes its database connection
+    when done, as a server's request thread would."""
+
+    def run():
+        try:
+            work()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 class PausedWrite:
     """Holds a PATCH inside its write, after it claimed the upload: the running hash's first
     update (made while the claim is held) signals `writing` and waits for `resume`."""
@@ -221,10 +240,7 @@ def test_a_patch_while_another_is_writing_the_upload_is_423(api_for, editor, mon
     location = create(client, data)["Location"]
     paused = PausedWrite(monkeypatch)
     answers, writer = {}, api_for(editor)
-    first = threading.Thread(
-        target=lambda: answers.update(first=patch(writer, location, 0, data[:1000]))
-    )
-    first.start()
+    first = in_thread(lambda: answers.update(first=patch(writer, location, 0, data[:1000])))
     try:
         wait_for(paused.writing.is_set, timeout=60, what="the first PATCH to start writing")
         before = store_state()
@@ -241,6 +257,190 @@ def test_a_patch_while_another_is_writing_the_upload_is_423(api_for, editor, mon
     monkeypatch.undo()
     assert patch(client, location, 1000, data[1000:]).status_code == 204
     assert Blob.objects.get().sha256 == hashlib.sha256(data).hexdigest()
+
+
+class Nodes:
+    """Stands the test in for one node after another: each has a var dir of its own
+    (settings.VAR_DIR, FILE_UPLOAD_TEMP_DIR) and shares only the database and storages."""
+
+    def __init__(self, settings, root):
+        self.settings, self.root, self.dirs = settings, root, []
+
+    def next(self) -> None:
+        var = self.root / f"node-{len(self.dirs)}"
+        os.makedirs(var / "tmp")
+        self.settings.VAR_DIR, self.settings.FILE_UPLOAD_TEMP_DIR = var, str(var / "tmp")
+        self.dirs.append(var)
+
+    def local_files(self) -> list:
+        return [path for var in self.dirs for path in var.rglob("*") if path.is_file()]
+
+
+def blob_bytes(sha256: str) -> bytes:
+    return b"".join(blobstore.iter_blob(sha256))
+
+
+def test_small_patches_on_alternating_nodes_make_the_blob(api_for, editor, settings, tmp_path):
+    """PATCHes of 1 MiB and odd sizes, each on another node, together past an S3 part: the
+    row carries all a node needs (HEAD answers the offset everywhere), parts go out once a
+    part's worth is in, and the last PATCH completes the staged bytes as the blob."""
+    client, nodes = api_for(editor), Nodes(settings, tmp_path)
+    sizes = [MiB, MiB, 777_777, 3 * MiB + 5, MiB, 2 * MiB + 11, MiB + 1234, 123]
+    data = os.urandom(sum(sizes))
+    digest = hashlib.sha256(data).hexdigest()
+    nodes.next()
+    location = create(client, data, sha=digest)["Location"]
+    offset = 0
+    for size in sizes:
+        nodes.next()
+        assert client.head(location, **TUS)["Upload-Offset"] == str(offset)
+        answer = patch(client, location, offset, data[offset : offset + size])
+        assert answer.status_code == 204, answer.content
+        offset += size
+        assert answer["Upload-Offset"] == str(offset)
+        if offset < len(data):
+            upload = Upload.objects.get()
+            assert not Blob.objects.exists()
+            if staging.uses_s3():  # whole parts sent, the rest in the row
+                whole = offset // staging.part_size(len(data)) * staging.part_size(len(data))
+                assert sum(size for _, _, size in upload.parts) == whole
+                assert len(upload.tail) == offset - whole
+                assert unfinished_uploads("blobs") == [staging._key(digest)]
+            else:
+                assert stored_names("blobs") == [upload.staged_name]
+    assert Upload.objects.get().completed_at
+    assert blob_bytes(digest) == data
+    assert stored_names("blobs") == [blob_storage_name(digest)]
+    assert unfinished_uploads("blobs") == []
+    assert nodes.local_files() == []
+
+
+def test_a_multipart_upload_that_hashes_wrong_is_422_and_leaves_nothing(api_for, editor):
+    """Parts sent, then the last byte shows the whole is not what was promised: the
+    multipart upload is aborted, the row gone, no blob."""
+    client = api_for(editor)
+    data = os.urandom(9 * MiB + 3)
+    before = store_state()
+    location = create(client, data, sha=hashlib.sha256(b"promised").hexdigest())["Location"]
+    for start in range(0, len(data), 3 * MiB):
+        answer = patch(client, location, start, data[start : start + 3 * MiB])
+        assert answer.status_code == (422 if start + 3 * MiB >= len(data) else 204)
+    assert store_state() == before
+    assert unfinished_uploads("blobs") == [] and not Blob.objects.exists()
+
+
+@pytest.mark.parametrize("end", ["terminated", "expired"])
+def test_terminated_or_expired_uploads_with_parts_leave_nothing(api_for, editor, end):
+    client = api_for(editor)
+    data = os.urandom(10 * MiB)
+    empty = store_state()
+    location = create(client, data)["Location"]
+    assert patch(client, location, 0, data[: 9 * MiB]).status_code == 204
+    assert store_state() != empty  # staged: a part and a tail, or a file
+    if end == "terminated":
+        assert client.delete(location, **TUS).status_code == 204
+    else:
+        Upload.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+        assert uploads.reap_expired() == 1
+    assert store_state() == empty
+
+
+def test_the_purge_sweeps_staged_bytes_no_upload_names(api_for, editor, monkeypatch):
+    """Staged bytes a crash left before (or without) their row are swept once abandoned;
+    those an upload names are not."""
+    client = api_for(editor)
+    data = os.urandom(1000)
+    location = create(client, data)["Location"]
+    kept = store_state()
+    staging.begin(uuid.uuid4(), hashlib.sha256(b"lost").hexdigest())  # then the node died
+    if not staging.uses_s3():  # moto dates every multipart upload 2010-11-10: never fresh
+        assert uploads.reap_expired() == 0
+        assert store_state() != kept  # fresh: it may be a creation in flight
+    monkeypatch.setattr(staging, "ABANDONED_AFTER", timedelta(seconds=-5))
+    assert uploads.reap_expired() == 0
+    assert store_state() == kept
+    assert patch(client, location, 0, data).status_code == 204
+    assert blob_bytes(hashlib.sha256(data).hexdigest()) == data
+
+
+class PausedStorageWrite:
+    """Holds the first PATCH that writes to storage at the last moment before it does:
+    on S3 inside its first part upload (its lease just renewed), on the filesystem at
+    its first write to the staging file."""
+
+    def __init__(self, monkeypatch):
+        self.writing, self.resume = threading.Event(), threading.Event()
+        if staging.uses_s3():
+            client = staging._client()
+            monkeypatch.setattr(staging, "_client", lambda: Pausing(client, self))
+        else:
+            real = staging.FileStaging.write
+            monkeypatch.setattr(
+                staging.FileStaging, "write", lambda staged, chunk: self.hold(real, staged, chunk)
+            )
+
+    def hold(self, write, *args, **kwargs):
+        if not self.writing.is_set():
+            self.writing.set()
+            assert self.resume.wait(patience(60)), "the test never resumed the write"
+        return write(*args, **kwargs)
+
+
+class Pausing:
+    def __init__(self, client, pause: PausedStorageWrite):
+        self.client, self.pause = client, pause
+
+    def upload_part(self, **kwargs):
+        return self.pause.hold(self.client.upload_part, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_a_patch_whose_claim_was_taken_over_writes_nothing(api_for, editor, monkeypatch, settings):
+    """A PATCH stalls past its lease just before writing to storage; another takes the
+    upload over and stores the same range. The stalled one wakes and writes other bytes:
+    they land nowhere that counts, it answers 409, and the upload ends as the second
+    wrote it."""
+    client = api_for(editor)
+    first = staging.part_size(9 * MiB)  # on S3 the stalled PATCH sends one whole part
+    data = os.urandom(first + MiB + 3)
+    location = create(client, data)["Location"]
+    paused = PausedStorageWrite(monkeypatch)
+    answers, stalled = {}, api_for(editor)
+    garbage = bytes(first)
+    writer = in_thread(lambda: answers.update(stalled=patch(stalled, location, 0, garbage)))
+    try:
+        wait_for(paused.writing.is_set, timeout=60, what="the first PATCH to start writing")
+        Upload.objects.update(locked_until=timezone.now() - timedelta(seconds=1))
+        took_over = patch(client, location, 0, data[:first])
+        assert took_over.status_code == 204, took_over.content
+        assert took_over["Upload-Offset"] == str(first)
+        before = store_state()
+    finally:
+        paused.resume.set()
+        writer.join(patience(60))
+    assert not writer.is_alive()
+    assert answers["stalled"].status_code == 409, answers["stalled"].content
+    assert store_state() == before
+    if staging.uses_s3():  # its part did go out, under a number the upload never uses
+        upload = Upload.objects.get()
+        sent = staging._client().list_parts(
+            Bucket=settings.AWS_STORAGE_BUCKET_NAME,
+            Key=staging._key(upload.sha256),
+            UploadId=upload.multipart_id,
+        )["Parts"]
+        assert [(part["PartNumber"], part["Size"]) for part in sent] == [
+            (1, first),
+            (upload.parts[0][0], first),
+        ]
+        assert upload.parts[0][0] > 1
+    monkeypatch.undo()
+    assert patch(client, location, first, data[first:]).status_code == 204
+    digest = hashlib.sha256(data).hexdigest()
+    assert Blob.objects.get().sha256 == digest and blob_bytes(digest) == data
+    assert stored_names("blobs") == [blob_storage_name(digest)]
+    assert unfinished_uploads("blobs") == []
 
 
 @pytest.mark.live
