@@ -6,7 +6,7 @@ import asyncio
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from filesync.http import ascii_int
+from common.http import ascii_int
 
 from .jobs.listening import event_payload
 from .jobs.listening import job_events as follow

@@ -5,7 +5,7 @@ import json
 
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 
-from filesync.api.auth import read, request_user
+from common.auth import read, request_user
 
 from .jobs.listening import job_events as follow
 from .selectors import imports_for, jobs_for

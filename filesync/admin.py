@@ -133,20 +133,6 @@ class ProjectAdmin(TeamScopedAdmin):
         self.message_user(request, message % len(projects), messages.SUCCESS)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written by the system (jobs, follower downloads): viewable with the view
-    permission; nothing added, changed or deleted by hand."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False

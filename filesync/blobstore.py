@@ -12,7 +12,8 @@ from django.conf import settings
 from django.core.files import File as DjangoFile
 from django.core.files.storage import storages
 
-from .http import presigned_download_url
+from common.http import presigned_download_url
+
 from .models import blob_storage_name
 
 

@@ -1,7 +1,7 @@
 """The shape of file content: what a page object and the assets may hold.
 
 Services validate content before they write it, so every reader (export, duplicate,
-snapshot, sync) can rely on it: that includes its bounds (filesync.limits), so the store
+snapshot, sync) can rely on it: that includes its bounds (common.limits), so the store
 never holds what its own export or whole-file read could not serve.
 """
 
@@ -10,7 +10,7 @@ import re
 import orjson
 from django.core.exceptions import ValidationError
 
-from . import limits
+from common import limits
 
 OBJECT_TYPES = frozenset(
     {"frame", "group", "rect", "ellipse", "path", "text", "image", "component-instance"}

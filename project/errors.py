@@ -1,5 +1,5 @@
 """Django's 404 and 500 answers: under /api/ the API's one error shape, `{"detail": …}`
-(what DRF's exception handler gives, filesync/api/errors.py), elsewhere Django's pages.
+(what DRF's exception handler gives, common/api/errors.py), elsewhere Django's pages.
 
 They answer what no DRF view answered: a URL no route matches, a plain Django view's
 Http404 (the SSE and long-poll views), and any exception that escaped a view. Django

@@ -235,17 +235,17 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    # JSON bounded by filesync.limits; forms and multipart for the upload routes.
+    # JSON bounded by common.limits; forms and multipart for the upload routes.
     "DEFAULT_PARSER_CLASSES": [
-        "filesync.api.parsers.BoundedJSONParser",
+        "common.api.parsers.BoundedJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "filesync.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["filesync.api.throttling.ActionRateThrottle"],
+    "EXCEPTION_HANDLER": "common.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["common.api.throttling.ActionRateThrottle"],
     # Per user (per address when anonymous), within the view's `throttle_scopes`.
     "DEFAULT_THROTTLE_RATES": {
         scope: os.environ.get(f"FERRY_THROTTLE_{scope.upper()}", rate)
@@ -287,7 +287,7 @@ EXPORT_CALLBACK_HOSTS = [h for h in os.environ.get("EXPORT_CALLBACK_HOSTS", "").
 IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES", 10 * 1024**3))
 IMPORT_MAX_ENTRIES = int(os.environ.get("IMPORT_MAX_ENTRIES", 1_000_000))
 IMPORT_MAX_RATIO = int(os.environ.get("IMPORT_MAX_RATIO", 200))
-# JSON: how deep and how big a request body and stored content may be (filesync/limits.py).
+# JSON: how deep and how big a request body and stored content may be (common/limits.py).
 MAX_JSON_DEPTH = int(os.environ.get("MAX_JSON_DEPTH", 64))
 API_MAX_JSON_BYTES = int(os.environ.get("API_MAX_JSON_BYTES", 12 * 1024**2))
 PAGE_MAX_BYTES = int(os.environ.get("PAGE_MAX_BYTES", 4 * 1024**2))

@@ -24,7 +24,7 @@ from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.handlers.asgi import ASGIRequest
 from django.urls import Resolver404, resolve
 
-from filesync.api.auth import request_user
+from common.auth import request_user
 from filesync.sync.tus import VERSION as TUS_VERSION
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]

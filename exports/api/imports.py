@@ -7,9 +7,9 @@ from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from filesync.api.errors import Conflict
-from filesync.api.parsers import BoundedJSONParser
-from filesync.api.views import UUIDLookup
+from common.api.errors import Conflict
+from common.api.ids import UUIDLookup
+from common.api.parsers import BoundedJSONParser
 from filesync.selectors import projects_for, readable_blobs
 
 from .. import services

@@ -8,9 +8,9 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from filesync.api.errors import Conflict
-from filesync.api.views import UUIDLookup
-from filesync.http import ranged_file_response
+from common.api.errors import Conflict
+from common.api.ids import UUIDLookup
+from common.http import ranged_file_response
 from filesync.models import Snapshot
 from filesync.selectors import files_for, projects_for
 

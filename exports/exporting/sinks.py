@@ -10,7 +10,7 @@ from typing import Protocol
 
 from django.core.files.storage import storages
 
-from filesync.http import presigned_download_url
+from common.http import presigned_download_url
 
 ARTIFACTS = "artifacts"
 PARTIALS = "partial"

@@ -25,6 +25,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from common.limits import DOCUMENT_ENVELOPE_DEPTH, MAX_JSON_DEPTH
 from exports.binfile import documents
 from exports.binfile import format as binfile
 from exports.binfile.format import MANIFEST, BinfileError
@@ -36,7 +37,6 @@ from filesync import blobstore
 from filesync.content import validate_assets, validate_features, validate_objects
 from filesync.copying import FileCopy, ReadableFiles, Relink, finish_copies, write_copy
 from filesync.datamigrations import UnknownDataVersion, upgrade_assets, upgrade_objects
-from filesync.limits import DOCUMENT_ENVELOPE_DEPTH, MAX_JSON_DEPTH
 from filesync.models import DATA_VERSION, Blob
 from filesync.selectors import MediaData, PageData
 from filesync.services import store_blob

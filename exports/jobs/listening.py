@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from common.auth import read
 from exports.jobs.events import TERMINAL_KINDS, group_name
 from exports.models import Event, Job
 from exports.selectors import events_after
-from filesync.api.auth import read
 
 
 def event_payload(event: Event) -> dict:

@@ -1,8 +1,8 @@
 from rest_framework.routers import DefaultRouter
 
-from . import views
+from common.api.ids import UUID_RE as UUID
 
-UUID = views.UUID_RE
+from . import views
 
 router = DefaultRouter()
 router.include_format_suffixes = False

@@ -8,13 +8,15 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
+from common.api.errors import Conflict
+from common.api.ids import UUID_RE, UUIDLookup
+from common.api.parsers import BoundedJSONParser
+from common.http import ranged_file_response
+
 from .. import blobstore, services
 from ..access import require_team_role
-from ..http import ranged_file_response
 from ..models import File, Role, Snapshot
 from ..selectors import files_for, get_file, projects_for, teams_for
-from .errors import Conflict
-from .parsers import BoundedJSONParser
 from .serializers import (
     DuplicateFileSerializer,
     DuplicateProjectSerializer,
@@ -29,14 +31,6 @@ from .serializers import (
     SnapshotSerializer,
     TeamSerializer,
 )
-
-UUID_RE = "[0-9a-fA-F-]{36}"
-
-
-class UUIDLookup:
-    """Ids are UUIDs; anything else does not match a route and answers 404."""
-
-    lookup_value_regex = UUID_RE
 
 
 def pending_response() -> Response:

@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.utils.translation import ngettext
 
-from filesync.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin
 
 from . import services
 from .models import Download, DownloadState, Leader

@@ -13,7 +13,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework.views import APIView
 
-from ..http import ascii_int
+from common.http import ascii_int
+
 from ..models import Upload
 from . import uploads
 

@@ -28,11 +28,12 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.auth import read, request_user
+from common.http import ascii_int, ranged_file_response
+
 from .. import blobstore, services
-from ..api.auth import read, request_user
 from ..api.views import pending_response
 from ..feed import GROUP
-from ..http import ascii_int, ranged_file_response
 from ..models import ContentLock, Replica, sha256_validator
 from ..selectors import files_for, get_file, held_blobs
 from . import services as sync_services

@@ -16,8 +16,8 @@ from django.template.defaultfilters import filesizeformat
 from django.test import Client, RequestFactory
 
 from exports import services
-from exports.admin import percent_done
-from exports.admin_actions import export_files_as_binfile
+from exports.admin.actions import export_files_as_binfile
+from exports.admin.jobs import percent_done
 from exports.models import ExportJob, JobEvent, JobState
 from filesync import services as filesync_services
 from filesync.admin import FileAdmin

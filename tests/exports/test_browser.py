@@ -20,7 +20,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
 from exports import services
-from exports.admin import percent_done
+from exports.admin.jobs import percent_done
 from exports.models import ExportJob, ImportJob, JobState
 from filesync import services as filesync_services
 from filesync.blobstore import delete_blob

@@ -1,4 +1,4 @@
-"""Bounded JSON (filesync/limits.py): hostile bodies on every JSON route are refused before
+"""Bounded JSON (common/limits.py): hostile bodies on every JSON route are refused before
 they can hurt, and the store takes only content its own readers can serve."""
 
 import json
@@ -6,9 +6,10 @@ import json
 import pytest
 from django.core.exceptions import ValidationError
 
+from common import limits
 from exports import services as export_services
 from exports.models import JobState
-from filesync import limits, services
+from filesync import services
 from filesync.sync.services import register_replica
 from tests.exports.conftest import read_archive, run_to_end
 from tests.snapshot import store_state

@@ -1,4 +1,4 @@
-"""The API's rate limits (filesync/api/throttling.py), set low through the environment of
+"""The API's rate limits (common/api/throttling.py), set low through the environment of
 a real server: the request past the rate is answered 429 with Retry-After in the API's
 error shape, and writes nothing. On Redis (`make test-services`) a second server shares
 the counts."""

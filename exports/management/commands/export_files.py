@@ -5,14 +5,14 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from common.commands.lookups import row_with_id, user_named
+from common.commands.stopping import Stopped, stop_on_signals
 from exports import services
 from exports.exporting.engine import run_tick
 from exports.exporting.links import download_path
 from exports.exporting.sinks import artifact_location, copy_artifact
 from exports.models import ExportJob, JobState, LibrariesMode
 from exports.selectors import events_after
-from filesync.management.lookups import row_with_id, user_named
-from filesync.management.stopping import Stopped, stop_on_signals
 from filesync.models import Project, Snapshot
 
 POLL_SECONDS = 0.2

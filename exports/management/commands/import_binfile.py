@@ -5,12 +5,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.http import Http404
 from tqdm import tqdm
 
+from common.commands.lookups import row_with_id, user_named
+from common.commands.stopping import Stopped, stop_on_signals
 from exports import services
 from exports.binfile.format import BinfileError
 from exports.importing.engine import run_import
 from exports.models import ACTIVE_STATES, ImportJob, JobState
-from filesync.management.lookups import row_with_id, user_named
-from filesync.management.stopping import Stopped, stop_on_signals
 from filesync.models import Project
 
 

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand
 
+from common.commands.lookups import user_named
 from exports import services
 from exports.selectors import webhook_secret_for
-from filesync.management.lookups import user_named
 
 
 class Command(BaseCommand):

@@ -55,7 +55,7 @@
     return `${value.toFixed(1)}\u00a0${units[unit]}`;
   }
 
-  // The same rule as exports.admin.percent_done.
+  // The same rule as exports.admin.jobs.percent_done.
   function percentDone() {
     if (job.state === "succeeded" || job.state === "expired") return 100;
     const p = job.progress;
@@ -148,7 +148,7 @@
     el("job-live").textContent = text;
   }
 
-  // The same lines as exports.admin.event_summary, for an export's or an import's data.
+  // The same lines as exports.admin.jobs.event_summary, for an export's or an import's data.
   function summary(eventKind, data) {
     switch (eventKind) {
       case "queued":

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from filesync.management.stopping import Stopped, stop_on_signals
+from common.commands.stopping import Stopped, stop_on_signals
 from filesync.purge import purge
 from filesync.singleton import NotHeld
 

@@ -1,9 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from common.commands.lookups import user_named
+from common.commands.stopping import Stopped, stop_on_signals
 from filesync.demo import WorkspaceSize, build_workspace
-from filesync.management.lookups import user_named
-from filesync.management.stopping import Stopped, stop_on_signals
 
 
 class Command(BaseCommand):

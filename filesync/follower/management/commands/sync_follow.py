@@ -7,12 +7,12 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from common.commands.stopping import Stopped, stop_on_signals
 from filesync.client import SyncClient, SyncError
 from filesync.follower import services
 from filesync.follower.models import Leader
 from filesync.follower.selectors import ack_position, is_idle, progress
 from filesync.follower.worker import work
-from filesync.management.stopping import Stopped, stop_on_signals
 
 logger = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from django.urls import path, reverse
 from filesync.access import require_team_role
 from filesync.models import File, Project, Role
 
-from . import services
-from .admin import JobAdmin, error_place
-from .binfile.format import BinfileError
-from .models import EventKind, ImportJob
-from .selectors import imports_for
+from .. import services
+from ..binfile.format import BinfileError
+from ..models import EventKind, ImportJob
+from ..selectors import imports_for
+from .jobs import JobAdmin, error_place
 
 
 class ImportForm(forms.Form):

@@ -1,4 +1,5 @@
-"""HTTP helpers shared by the apps: ranged, streamed file responses."""
+"""HTTP helpers shared by the apps: integers in headers, ranged and streamed file responses,
+presigned download links, and database reads that give their connection back at once."""
 
 import re
 from collections.abc import AsyncIterator, Callable, Iterator

@@ -4,7 +4,7 @@ from asgiref.sync import sync_to_async
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
-from ..http import releasing_connection
+from .http import releasing_connection
 
 
 def user_for(request):

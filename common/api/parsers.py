@@ -1,4 +1,4 @@
-"""The JSON parser every API route uses: bounded in size and depth (filesync.limits)."""
+"""The JSON parser every API route uses: bounded in size and depth (common.limits)."""
 
 import orjson
 from rest_framework import exceptions, renderers

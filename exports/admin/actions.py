@@ -1,4 +1,4 @@
-"""Admin actions "Export as binfile" on files and projects (attached by exports.admin).
+"""Admin actions "Export as binfile" on files and projects (attached by admin/exports.py).
 
 Like Django's delete-selected action: the first POST (from the changelist) answers a small
 form for the libraries mode; its POST (with `confirm`) creates the job through the service
@@ -14,8 +14,8 @@ from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
-from . import services
-from .models import LibrariesMode
+from .. import services
+from ..models import LibrariesMode
 
 
 class ExportForm(forms.Form):

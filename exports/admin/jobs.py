@@ -1,10 +1,9 @@
-"""The export and import jobs admin: a list with state badges, and a live page per job.
+"""What the export and the import job admins share: the list's columns and the job's page.
 
 The change view is the job's page (progress, events, error, Cancel; for exports Download
 and Retry), kept current by exports/static/exports/job.js over the job's WebSocket, or by
-polling the API when the socket drops. Cancel and Retry are POSTs that call the services.
-`JobAdmin` holds what both kinds share; imports are in admin_imports.py. Importing this
-module also adds "Export as binfile" to the file and project admins.
+polling the API when the socket drops. Cancel (and Retry) are POSTs that call the services.
+The two kinds subclass `JobAdmin` in exports.py and imports.py beside this module.
 """
 
 import math
@@ -20,16 +19,10 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
 
-from filesync.admin import FileAdmin, ProjectAdmin, ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin
 
-from . import services
-from .admin_actions import export_files_as_binfile, export_projects_as_binfile
-from .exporting.links import download_path
-from .models import ACTIVE_STATES, ExportJob, Job, JobState
-from .selectors import jobs_for
-
-FileAdmin.actions = [*FileAdmin.actions, export_files_as_binfile]
-ProjectAdmin.actions = [*ProjectAdmin.actions, export_projects_as_binfile]
+from .. import services
+from ..models import ACTIVE_STATES, Job, JobState
 
 #: Events the job page renders; older ones are counted, not listed (job.js keeps as many).
 EVENTS_SHOWN = 200
@@ -206,55 +199,3 @@ class JobAdmin(ReadOnlyAdmin):
             return job, f"{noun} cancelled." if done else "Cancel requested; the worker stops soon."
 
         return self._button(request, object_id, cancel)
-
-
-@admin.register(ExportJob)
-class ExportJobAdmin(JobAdmin):
-    kind = "export"
-    list_display = [
-        "short_id",
-        "state_badge",
-        "progress",
-        "size",
-        "duration",
-        "created_by",
-        "project",
-        "created_at",
-    ]
-    list_filter = ["state", "libraries", "created_at"]
-
-    def get_queryset(self, request):
-        return jobs_for(request.user)
-
-    @admin.display(description="size", ordering="artifact_size")
-    def size(self, job):
-        return filesizeformat(job.artifact_size) if job.artifact_size is not None else "—"
-
-    def get_urls(self):
-        return [
-            path(
-                "<path:object_id>/retry/",
-                self.admin_site.admin_view(self.retry_view),
-                name=self.url_name("retry"),
-            ),
-            *super().get_urls(),
-        ]
-
-    def job_context(self, request, job: ExportJob) -> dict:
-        return {
-            "download": download_path(job) if job.state == JobState.SUCCEEDED else "",
-            "can_retry": job.state in (JobState.FAILED, JobState.CANCELLED),
-            "files": job.pinned.select_related("file").order_by("position"),
-            "retries": jobs_for(request.user).filter(retry_of=job).order_by("created_at"),
-        }
-
-    def retry_view(self, request, object_id):
-        def retry(job):
-            return services.retry_export(job=job, user=request.user), "Retrying as a new export."
-
-        return self._button(request, object_id, retry)
-
-
-# The import jobs' admin and the project's "Import binfile" page (registers ImportJobAdmin);
-# webhook secrets, listed read-only without their values.
-from . import admin_imports, admin_webhooks  # noqa: E402, F401

@@ -3,9 +3,9 @@ to its owner when made; see exports/api/webhooks.py)."""
 
 from django.contrib import admin
 
-from filesync.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin
 
-from .models import WebhookSecret
+from ..models import WebhookSecret
 
 
 @admin.register(WebhookSecret)
