@@ -210,10 +210,12 @@ class TwoNodes:
         (node,) = [node for node, cluster in self.clusters.items() if cluster.pid == group]
         return node
 
-    def watch(self, job_id: str) -> Proc:
-        """A process printing the job's state and lease every 20 ms (tests/live.WATCH_JOB)."""
+    def export_watched(self) -> tuple[str, Proc]:
+        """An export of the big project, created through the API, and a process printing
+        its state and lease every 20 ms (tests/live.WATCH_JOB), ready before the job is
+        created so that it sees the job from its first checkpoint."""
         watcher = self.ferry.start(
-            f"watcher-{job_id[:8]}",
+            f"watcher-{next(self.starts)}",
             "shell",
             "--no-imports",
             "-c",
@@ -227,8 +229,9 @@ class TwoNodes:
             what="the watcher",
             explain=self.ferry.logs_now,
         )
+        job_id = self.api.create_export(self.big)
         watcher.send(job_id)
-        return watcher
+        return job_id, watcher
 
     def at_least(self, watcher: Proc, part: float) -> dict:
         """The job's state once its checkpoint (`bytes_done`) holds `part` of its bytes,
@@ -408,8 +411,7 @@ def test_a_killed_cluster_s_export_is_finished_by_the_other(nodes):
     requeued it) and finishes the bytes an uninterrupted export makes."""
     nodes.ready()
     api, ferry = nodes.api, nodes.ferry
-    job_id = api.create_export(nodes.big)
-    watcher = nodes.watch(job_id)
+    job_id, watcher = nodes.export_watched()
     at_kill = nodes.at_least(watcher, 0.4)
     holder = nodes.cluster_of(at_kill["worker"])
     nodes.clusters[holder].kill()
@@ -459,8 +461,7 @@ def test_a_stalled_worker_changes_nothing_once_another_took_its_job(nodes):
     with one `end` and no `error` event."""
     nodes.ready()
     api, ferry = nodes.api, nodes.ferry
-    job_id = api.create_export(nodes.big)
-    watcher = nodes.watch(job_id)
+    job_id, watcher = nodes.export_watched()
     at_stop = nodes.at_least(watcher, 0.4)
     holder = nodes.cluster_of(at_stop["worker"])
     (other,) = set(nodes.clusters) - {holder}
