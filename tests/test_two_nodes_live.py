@@ -381,6 +381,22 @@ def nodes(tmp_path_factory, s3_server):
             ferry.close()
 
 
+def taken_over(ferry, watcher, holder: str, whose: str) -> dict:
+    """Wait until another worker holds the job `holder` held; the job's state then."""
+
+    def other_holder():
+        state = watched(watcher, ferry)
+        return state["worker"] not in ("", holder) and state
+
+    return wait_for(
+        other_holder,
+        timeout=TAKEOVER_SECONDS,
+        what=f"the other cluster to take {whose} job over",
+        every=0.2,
+        explain=ferry.logs_now,
+    )
+
+
 def test_an_export_made_on_one_server_streams_and_downloads_on_both(nodes):
     """Created on server A (token auth); its events read live on server B to `end`; the
     signed link of that event downloads the same bytes from A and B."""
@@ -423,17 +439,7 @@ def test_a_killed_cluster_s_export_is_finished_by_the_other(nodes):
     progress = after_kill["progress"]
     assert 0 < progress["bytes_done"] < progress["bytes_total"], after_kill
 
-    def taken_over():
-        state = watched(watcher, ferry)
-        return state["worker"] not in ("", at_kill["worker"]) and state
-
-    new_holder = wait_for(
-        taken_over,
-        timeout=TAKEOVER_SECONDS,
-        what="the other cluster to take the dead cluster's job over",
-        every=0.2,
-        explain=ferry.logs_now,
-    )
+    new_holder = taken_over(ferry, watcher, at_kill["worker"], "the dead cluster's")
     taken_after = time.time() - killed_wall
     assert nodes.cluster_of(new_holder["worker"]) == survivor
 
@@ -467,18 +473,7 @@ def test_a_stalled_worker_changes_nothing_once_another_took_its_job(nodes):
     (other,) = set(nodes.clusters) - {holder}
     nodes.stop_between_transactions(holder)
     try:
-
-        def taken_over():
-            state = watched(watcher, ferry)
-            return state["worker"] not in ("", at_stop["worker"]) and state
-
-        new_holder = wait_for(
-            taken_over,
-            timeout=TAKEOVER_SECONDS,
-            what="the other cluster to take the stalled worker's job over",
-            every=0.2,
-            explain=ferry.logs_now,
-        )
+        new_holder = taken_over(ferry, watcher, at_stop["worker"], "the stalled worker's")
         assert nodes.cluster_of(new_holder["worker"]) == other
         assert watcher.wait(timeout=120) == 0, ferry.explain("the watcher failed")
         finished = json.loads(watcher.lines[-1])
