@@ -8,6 +8,7 @@ import io
 import threading
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from exports import services
@@ -189,9 +190,14 @@ def test_the_heartbeat_keeps_a_busy_worker_s_lease(workspace, monkeypatch, setti
 
     on_call(monkeypatch, ExportEngine, "_between_entries", 2, block)
     outcome = {}
-    worker = threading.Thread(
-        target=lambda: outcome.update(first=run_tick(job.pk, worker="slow")), daemon=True
-    )
+
+    def work() -> None:
+        try:
+            outcome["first"] = run_tick(job.pk, worker="slow")
+        finally:
+            connection.close()  # this thread's own, or the test database cannot be dropped
+
+    worker = threading.Thread(target=work, daemon=True)
     worker.start()
     try:
         assert blocked.wait(patience(60))
