@@ -6,8 +6,10 @@ class ExportsConfig(AppConfig):
     verbose_name = "Exports"
 
     def ready(self) -> None:
+        from filesync.preserving import register_pin_keeper
         from filesync.purge import register_purge_guard
 
+        from .exporting.preserved import keep_pinned_revision
         from .models import ACTIVE_STATES, PinnedFile
 
         def pinned_by_active_exports(files):
@@ -16,3 +18,4 @@ class ExportsConfig(AppConfig):
             )
 
         register_purge_guard(pinned_by_active_exports)
+        register_pin_keeper(keep_pinned_revision)

@@ -124,6 +124,15 @@ def create_export_job(
         (file, None, role) for file in File.objects.filter(pk__in=extra).order_by("id")
     ]
     with transaction.atomic():
+        # Each file's revision is read under its row's lock, taken in id order as every
+        # multi-file lock is: an edit racing this either moved it first, or, waiting for
+        # the lock, finds the pins and preserves what they pinned (filesync.preserving).
+        revisions = dict(
+            File.objects.select_for_update()
+            .filter(pk__in=[file.pk for file, _, _ in pins])
+            .order_by("pk")
+            .values_list("pk", "revision")
+        )
         job = ExportJob.objects.create(
             created_by=user,
             project=project or chosen[0][0].project,
@@ -138,7 +147,7 @@ def create_export_job(
                 file=file,
                 snapshot=snap,
                 role=pin_role,
-                revision=snap.revision if snap else file.revision,
+                revision=snap.revision if snap else revisions[file.pk],
             )
             for n, (file, snap, pin_role) in enumerate(pins)
         )
@@ -175,6 +184,8 @@ def retry_export(*, job: ExportJob, user=None) -> ExportJob:
         )
     pins = list(job.pinned.filter(role=PinnedFile.Role.FILE).select_related("snapshot"))
     snapshot = pins[0].snapshot if len(pins) == 1 else None
+    if snapshot is not None and snapshot.kind != Snapshot.Kind.USER:
+        snapshot = None  # a revision kept for the job while it ran: the file is what it exported
     return create_export_job(
         user=user,
         file_ids=None if snapshot else [pin.file_id for pin in pins],

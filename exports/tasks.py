@@ -6,6 +6,7 @@ import uuid
 
 from . import callbacks, services
 from .exporting.engine import run_tick
+from .exporting.preserved import release_preserved
 from .importing import engine as importer
 from .jobs.queue import enqueue_export
 
@@ -23,13 +24,14 @@ def run_import(job_id: str) -> str:
 
 
 def maintain() -> dict:
-    """Scheduled every minute: resume stalled jobs, expire artifacts, drop abandoned parts
-    and uploaded archives."""
+    """Scheduled every minute: resume stalled jobs, expire artifacts, drop abandoned parts,
+    uploaded archives and the preserved revisions no active export reads."""
     return {
         "requeued": len(services.requeue_stalled_jobs()),
         "expired": services.expire_artifacts(),
         "abandoned_parts_removed": services.remove_abandoned_parts(),
         "abandoned_imports_removed": services.remove_abandoned_imports(),
+        "preserved_released": release_preserved(),
     }
 
 

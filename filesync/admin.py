@@ -28,6 +28,7 @@ from .models import (
     Snapshot,
     Team,
 )
+from .preserving import preserve_pinned
 from .selectors import in_teams_of, readable_blobs
 
 #: How to reach the Team from each team-owned model, for scoping querysets and choices.
@@ -244,6 +245,12 @@ class FileAdmin(TeamScopedAdmin):
             .select_related("project")
             .annotate(page_total=Count("pages"))
         )
+
+    def save_model(self, request, obj, form, change):
+        """A change here is content too: exports that pinned the revision keep it first."""
+        if change:
+            preserve_pinned(obj)
+        super().save_model(request, obj, form, change)
 
     def save_formset(self, request, form, formset, change):
         if formset.model is not FileLibrary:

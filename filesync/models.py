@@ -255,10 +255,28 @@ class MediaObject(models.Model):
         return "pending" if self.blob_id is None else "ready"
 
 
+class UserSnapshots(models.Manager):
+    """The snapshots users took: the default, so lists, the API, the admin, restores and
+    copies never see the ones Ferry keeps for itself (`Snapshot.all_kinds` does)."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(kind=Snapshot.Kind.USER)
+
+
 class Snapshot(models.Model):
-    """A file's pages, assets and media as they were; restoring it makes a new revision."""
+    """A file's pages, assets and media as they were; restoring it makes a new revision.
+
+    Most are taken by users. A `preserved` one is Ferry's own: the revision an active
+    export pinned, captured by the edit that moved the file past it (filesync.preserving)
+    and deleted when no active export reads it any more.
+    """
+
+    class Kind(models.TextChoices):
+        USER = "user"
+        PRESERVED = "preserved"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.USER)
     file = models.ForeignKey(File, on_delete=models.CASCADE, related_name="snapshots")
     label = models.CharField(max_length=250, blank=True)
     created_by = models.ForeignKey(
@@ -269,10 +287,25 @@ class Snapshot(models.Model):
     data_version = models.PositiveSmallIntegerField()
     features = models.JSONField(default=list)
     assets = models.JSONField(default=empty_assets)
+    #: The file's modified_at at that revision, kept by preserved snapshots so that what
+    #: is read from them is the revision exactly; empty for snapshots users take.
+    file_modified_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    all_kinds = models.Manager()
+    objects = UserSnapshots()
+
     class Meta:
+        default_manager_name = "objects"
         ordering = ["-created_at", "id"]
+        indexes = [
+            models.Index(fields=["kind"], condition=Q(kind="preserved"), name="snapshot_preserved"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["user", "preserved"]), name="snapshot_kind_valid"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.label or f"{self.file} @ r{self.revision}"

@@ -1,8 +1,8 @@
 """Reads. `get_file` is the one way to read a file's content, live or at a snapshot."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 from uuid import UUID
 
 from django.db.models import Exists, OuterRef, QuerySet, Subquery
@@ -22,6 +22,9 @@ from .models import (
 )
 
 PAGE_BATCH = 50
+MEDIA_BATCH = 500
+
+T = TypeVar("T")
 
 
 class PageData(NamedTuple):
@@ -73,8 +76,11 @@ class FileState:
 
     @property
     def modified_at(self):
-        """When this content was last changed: the snapshot's time for a snapshot."""
-        return self.snapshot.created_at if self.snapshot else self.file.modified_at
+        """When this content was last changed: the snapshot's time for a snapshot people
+        took, the file's own time for one that preserved a revision for its readers."""
+        if self.snapshot:
+            return self.snapshot.file_modified_at or self.snapshot.created_at
+        return self.file.modified_at
 
     def _page_rows(self) -> tuple[QuerySet, str]:
         if self.snapshot:
@@ -82,15 +88,20 @@ class FileState:
         return Page.objects.filter(file=self.file), "page_id"
 
     def pages(self, batch: int = PAGE_BATCH) -> Iterator[PageData]:
-        rows, id_field = self._page_rows()
-        fields = (id_field, "index", "name", "object_map")
         last = -1
         while True:
-            chunk = list(rows.filter(index__gt=last).order_by("index").values_list(*fields)[:batch])
-            yield from (PageData(*row) for row in chunk)
+            chunk = self.page_batch(last, batch)
+            yield from chunk
             if len(chunk) < batch:
                 return
-            last = chunk[-1][1]
+            last = chunk[-1].index
+
+    def page_batch(self, after_index: int, batch: int = PAGE_BATCH) -> list[PageData]:
+        """The next `batch` pages after the page at `after_index` (-1: from the start)."""
+        rows, id_field = self._page_rows()
+        fields = (id_field, "index", "name", "object_map")
+        chunk = rows.filter(index__gt=after_index).order_by("index").values_list(*fields)[:batch]
+        return [PageData(*row) for row in chunk]
 
     def page_ids(self) -> list[UUID]:
         """Page ids in index order: cheap to list, for readers that load pages one at a time."""
@@ -105,20 +116,102 @@ class FileState:
             PageData(*row) for row in found.values_list(id_field, "index", "name", "object_map")
         ]
 
-    def media(self) -> Iterator[MediaData]:
+    def media(self, batch: int = MEDIA_BATCH) -> Iterator[MediaData]:
+        last = None
+        while True:
+            chunk = self.media_batch(last, batch)
+            yield from chunk
+            if len(chunk) < batch:
+                return
+            last = chunk[-1].id
+
+    def media_batch(self, after_id: UUID | None, batch: int = MEDIA_BATCH) -> list[MediaData]:
+        """The next `batch` media in id order after `after_id` (None: from the start)."""
         if self.snapshot:
-            rows = SnapshotMedia.objects.filter(snapshot=self.snapshot).order_by("media_id")
-            fields = ("media_id", "blob_id", "name", "mtype", "width", "height")
+            rows, id_field = SnapshotMedia.objects.filter(snapshot=self.snapshot), "media_id"
         else:
-            rows = MediaObject.objects.filter(file=self.file).order_by("id")
-            fields = ("id", "blob_id", "name", "mtype", "width", "height")
-        for row in rows.values_list(*fields).iterator(chunk_size=500):
-            yield MediaData(*row)
+            rows, id_field = MediaObject.objects.filter(file=self.file), "id"
+        if after_id is not None:
+            rows = rows.filter(**{f"{id_field}__gt": after_id})
+        fields = (id_field, "blob_id", "name", "mtype", "width", "height")
+        return [MediaData(*row) for row in rows.order_by(id_field).values_list(*fields)[:batch]]
+
+    def blob_ids(self) -> set[str]:
+        """The blobs of the file's media (pending media have none)."""
+        if self.snapshot:
+            rows = SnapshotMedia.objects.filter(snapshot=self.snapshot)
+        else:
+            rows = MediaObject.objects.filter(file=self.file, blob__isnull=False)
+        return set(rows.values_list("blob_id", flat=True))
 
     def library_ids(self) -> list[UUID]:
         return list(
             self.file.library_links.order_by("library_id").values_list("library_id", flat=True)
         )
+
+
+class PinnedState:
+    """A file as it was at a pinned revision, whatever happens to it while it is read.
+
+    The file is read live while it stays at that revision. The write that moves it on
+    first preserves the revision in a snapshot, in the same transaction
+    (filesync.preserving), and `preserved()` then names that snapshot. So each read is
+    made live and trusted only if nothing was preserved by the time it ended; otherwise
+    it is made again from the snapshot, where every later read goes. What it returns is
+    the pinned revision's content either way, so it may be kept: FileState's reads, with
+    the file's own fields read once.
+    """
+
+    def __init__(self, file_id: UUID, revision: int, preserved: Callable[[], Snapshot | None]):
+        self.file_id, self.revision, self._preserved = file_id, revision, preserved
+        self._frozen: FileState | None = None
+        self.file, self.name, self.data_version, self.features, self.assets, self.modified_at = (
+            self._read(
+                lambda s: (s.file, s.name, s.data_version, s.features, s.assets, s.modified_at)
+            )
+        )
+
+    def _read(self, read: Callable[[FileState], T]) -> T:
+        if self._frozen is None:
+            live = get_file(self.file_id, include_deleted=True)
+            value = read(live)
+            snapshot = self._preserved()
+            if snapshot is None:
+                if live.revision != self.revision:  # a write that did not preserve first
+                    raise RuntimeError(
+                        f"File {self.file_id} moved from revision {self.revision} to "
+                        f"{live.revision} without preserving it for its readers."
+                    )
+                return value
+            self._frozen = FileState(file=live.file, snapshot=snapshot)
+        return read(self._frozen)
+
+    def page_ids(self) -> list[UUID]:
+        return self._read(FileState.page_ids)
+
+    def pages_with_ids(self, page_ids: list[UUID]) -> list[PageData]:
+        return self._read(lambda state: state.pages_with_ids(page_ids))
+
+    def pages(self, batch: int = PAGE_BATCH) -> Iterator[PageData]:
+        last = -1
+        while True:
+            chunk = self._read(lambda state, after=last: state.page_batch(after, batch))
+            yield from chunk
+            if len(chunk) < batch:
+                return
+            last = chunk[-1].index
+
+    def media(self, batch: int = MEDIA_BATCH) -> Iterator[MediaData]:
+        last = None
+        while True:
+            chunk = self._read(lambda state, after=last: state.media_batch(after, batch))
+            yield from chunk
+            if len(chunk) < batch:
+                return
+            last = chunk[-1].id
+
+    def blob_ids(self) -> set[str]:
+        return self._read(FileState.blob_ids)
 
 
 def get_file(

@@ -17,7 +17,6 @@ from .copying import (
     FileCopy,
     ReadableFiles,
     Relink,
-    bulk_create_batched,
     finish_copies,
     replace_pages,
     write_copy,
@@ -35,12 +34,11 @@ from .models import (
     Project,
     Role,
     Snapshot,
-    SnapshotMedia,
-    SnapshotPage,
     Team,
     empty_assets,
     sha256_validator,
 )
+from .preserving import capture, preserve_pinned
 from .selectors import FileState, files_for, get_file, readable_blobs
 
 FILE_NAME_LENGTH = File._meta.get_field("name").max_length
@@ -86,7 +84,8 @@ def create_file(
 
 
 def _bump_revision(file: File) -> None:
-    """Record that the content changed: a new revision, a new modified_at."""
+    """Record that the content changed: a new revision, a new modified_at. The write's
+    first step is `preserve_pinned`, before it changes anything."""
     File.objects.filter(pk=file.pk).update(revision=F("revision") + 1, modified_at=timezone.now())
     file.refresh_from_db(fields=["revision", "modified_at"])
 
@@ -94,6 +93,7 @@ def _bump_revision(file: File) -> None:
 def update_file(*, file: File, name: str | None = None, assets: dict | None = None) -> File:
     with transaction.atomic():
         file = get_file(file.pk, for_update=True).file
+        preserve_pinned(file)
         if name is not None:
             file.name = name
         if assets is not None:
@@ -133,6 +133,7 @@ def add_page(*, file: File, name: str, objects: dict | None = None) -> Page:
     validate_objects(objects)
     with transaction.atomic():
         file = get_file(file.pk, for_update=True).file
+        preserve_pinned(file)
         last = file.pages.aggregate(last=Max("index"))["last"]
         page = Page.objects.create(
             file=file, index=0 if last is None else last + 1, name=name, object_map=objects
@@ -276,6 +277,7 @@ def _create_media(
 ) -> MediaObject:
     with transaction.atomic():
         file = get_file(file.pk, for_update=True).file
+        preserve_pinned(file)
         media = MediaObject.objects.create(
             id=media_id or uuid4(),
             file=file,
@@ -320,45 +322,15 @@ def create_snapshot(*, file: File, label: str = "", user=None) -> Snapshot:
             raise ValidationError(
                 {"media": "Some media are still uploading; snapshot it once they are ready."}
             )
-        snapshot = Snapshot.objects.create(
-            file=state.file,
-            label=label,
-            created_by=user,
-            revision=state.revision,
-            name=state.name,
-            data_version=state.data_version,
-            features=state.features,
-            assets=state.assets,
-        )
-        bulk_create_batched(
-            SnapshotPage,
-            (
-                SnapshotPage(
-                    snapshot=snapshot,
-                    page_id=p.id,
-                    index=p.index,
-                    name=p.name,
-                    object_map=p.objects,
-                )
-                for p in state.pages()
-            ),
-        )
-        bulk_create_batched(
-            SnapshotMedia,
-            (
-                SnapshotMedia(
-                    snapshot=snapshot,
-                    media_id=m.id,
-                    blob_id=m.blob_id,
-                    name=m.name,
-                    mtype=m.mtype,
-                    width=m.width,
-                    height=m.height,
-                )
-                for m in state.media()
-            ),
-        )
+        snapshot = capture(state, label=label, created_by=user)
     return snapshot
+
+
+def _refuse_preserved(snapshot: Snapshot) -> None:
+    """Ferry's own snapshots are no one's to restore (lists never show them; this is for a
+    caller holding one anyway)."""
+    if snapshot.kind != Snapshot.Kind.USER:
+        raise ValidationError({"snapshot": "No such snapshot."})
 
 
 def restore_snapshot(*, snapshot: Snapshot, user=None) -> File:
@@ -368,8 +340,10 @@ def restore_snapshot(*, snapshot: Snapshot, user=None) -> File:
     so a restore loses nothing; the restored snapshot itself stays too, so a restore can
     be undone by restoring the one taken before it.
     """
+    _refuse_preserved(snapshot)
     with transaction.atomic():
         file = get_file(snapshot.file_id, include_deleted=True, for_update=True).file
+        preserve_pinned(file)
         create_snapshot(
             file=file,
             label=f"Before restoring {snapshot.label or snapshot.pk}"[:SNAPSHOT_LABEL_LENGTH],
@@ -483,6 +457,7 @@ def duplicate_project(*, project: Project, user=None, name: str | None = None) -
 def restore_snapshot_as_new_file(*, snapshot: Snapshot, user=None) -> File:
     """The snapshot's content as a new file next to its own, under the same relink rules as
     a duplicate; the file and the snapshot stay as they are."""
+    _refuse_preserved(snapshot)
     with transaction.atomic():
         state = get_file(snapshot.file_id, snapshot=snapshot, include_deleted=True)
         media_ids = snapshot.media.order_by("media_id").values_list("media_id", flat=True)

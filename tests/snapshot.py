@@ -26,7 +26,7 @@ WRITTEN_STORAGES = ("default", "blobs", "exports")
 
 def store_state(*, ignore: tuple[str, ...] = ()) -> dict:
     tables = {
-        model._meta.label: sorted(map(repr, model._default_manager.values_list()))
+        model._meta.label: sorted(map(repr, model._base_manager.values_list()))
         for model in apps.get_models()
         if model._meta.label not in ignore and model._meta.managed
     }

@@ -18,9 +18,9 @@ from exports.binfile.zipstream import DEFLATED, STORED, EntryRecord
 from exports.exporting.errors import ExportError
 from exports.models import ExportJob, LibrariesMode, PinnedFile
 from filesync import blobstore
-from filesync.models import Blob, File, MediaObject, SnapshotMedia
+from filesync.models import Blob, File, Snapshot
 from filesync.references import asset_references
-from filesync.selectors import FileState, get_file
+from filesync.selectors import FileState, PinnedState, get_file
 
 GENERATED_BY = "ferry/1.0"
 #: A rough size of a page or metadata entry, for the progress total before anything is read.
@@ -53,35 +53,30 @@ class PinnedContent:
         pins = list(job.pinned.select_related("file", "snapshot").order_by("position"))
         self.exported = [p for p in pins if p.role != PinnedFile.Role.MERGE_SOURCE]
         self.merge_sources = [p for p in pins if p.role == PinnedFile.Role.MERGE_SOURCE]
+        self.states: dict[int, FileState | PinnedState] = {}
 
-    def state(self, pin: PinnedFile) -> FileState:
-        """The pinned file, deleted or not; an error if its content moved on since pinning."""
-        try:
-            state = get_file(pin.file_id, snapshot=pin.snapshot, include_deleted=True)
-        except File.DoesNotExist:
-            raise ExportError(
-                "file_missing", f"File {pin.file_id} no longer exists; it was purged."
-            ) from None
-        if state.revision != pin.revision:
-            raise ExportError(
-                "file_changed",
-                f"“{state.name}” was edited while it was exported (revision {pin.revision} → "
-                f"{state.revision}). Export it again.",
-            )
-        return state
+    def state(self, pin: PinnedFile) -> FileState | PinnedState:
+        """The pinned file, deleted or not, at its pinned revision: its snapshot for a
+        snapshot export, else live until an edit preserves the revision, then that."""
+        if pin.pk not in self.states:
+            try:
+                if pin.snapshot is not None:
+                    state = get_file(pin.file_id, snapshot=pin.snapshot, include_deleted=True)
+                else:
+                    state = PinnedState(pin.file_id, pin.revision, lambda: _preserved(pin))
+            except File.DoesNotExist:
+                raise ExportError(
+                    "file_missing", f"File {pin.file_id} no longer exists; it was purged."
+                ) from None
+            self.states[pin.pk] = state
+        return self.states[pin.pk]
 
     def archive_time(self) -> datetime:
         """Time of the entries that belong to no one file: the newest of the files' times."""
         return max(self.state(pin).modified_at for pin in self.exported)
 
     def blob_ids(self) -> list[str]:
-        live = [p.file_id for p in self.exported if p.snapshot_id is None]
-        frozen = [p.snapshot_id for p in self.exported if p.snapshot_id is not None]
-        ids = set(MediaObject.objects.filter(file_id__in=live).values_list("blob_id", flat=True))
-        ids |= set(
-            SnapshotMedia.objects.filter(snapshot_id__in=frozen).values_list("blob_id", flat=True)
-        )
-        return sorted(ids)
+        return sorted(set().union(*(self.state(pin).blob_ids() for pin in self.exported)))
 
     def planned_size(self) -> tuple[int, int]:
         """(entries, bytes) the archive is expected to hold, for progress and part size."""
@@ -98,6 +93,12 @@ class PinnedContent:
     def merge_assets(self) -> dict[str, dict[str, dict]]:
         """{library file id: its assets} for the libraries a `merge` export folds in."""
         return {str(pin.file_id): self.state(pin).assets for pin in self.merge_sources}
+
+
+def _preserved(pin: PinnedFile) -> Snapshot | None:
+    """The snapshot an edit preserved the pin's revision in, if one did since it was read."""
+    snapshot_id = PinnedFile.objects.filter(pk=pin.pk).values_list("snapshot_id", flat=True)
+    return Snapshot.all_kinds.filter(pk__in=snapshot_id).first()
 
 
 def _transform(objects: dict, file_id: str, mode: str, libraries: dict) -> dict:
@@ -193,7 +194,7 @@ class _PageLoader:
 
 
 def _file_entries(job: ExportJob, content: PinnedContent, pin: PinnedFile) -> Iterator[EntrySpec]:
-    """A file's entries. Its revision is checked before and after: an edit in between fails."""
+    """A file's entries, as pinned."""
     state = content.state(pin)
     file_id = str(pin.file_id)
     when = state.modified_at
@@ -226,7 +227,6 @@ def _file_entries(job: ExportJob, content: PinnedContent, pin: PinnedFile) -> It
             "blob": media.blob_id,
         }
         yield _json_entry(binfile.media_entry(file_id, media.id), when, lambda d=document: d)
-    content.state(pin)
 
 
 def _blob_entries(content: PinnedContent, when: datetime) -> Iterator[EntrySpec]:

@@ -26,6 +26,7 @@ from exports.exporting.archive import archive_entries, planned_size
 from exports.exporting.errors import ExportError
 from exports.exporting.links import download_path
 from exports.exporting.partwriter import PartWriter, WrittenPart
+from exports.exporting.preserved import release_preserved
 from exports.exporting.resume import rewind
 from exports.exporting.sinks import PartSink, sink_for, uses_s3
 from exports.jobs.kernel import Cancelled, Engine, JobRun, LeaseLost, OutOfTime, run_job
@@ -80,6 +81,7 @@ class ExportEngine(Engine):
         ExportEntry.objects.filter(job=self.job).delete()
         ExportPart.objects.filter(job=self.job).delete()
         ExportJob.objects.filter(pk=self.job.pk).update(hash_state=None)
+        release_preserved()
 
     def release_storage(self) -> None:
         if self.sink is not None:
@@ -295,6 +297,7 @@ class ExportEngine(Engine):
             )
             ExportEntry.objects.filter(job=job).delete()
             ExportPart.objects.filter(job=job).delete()
+            release_preserved()
 
 
 def _record(row: ExportEntry) -> EntryRecord:

@@ -23,6 +23,7 @@ from filesync.client import SyncClient, SyncError
 from filesync.copying import replace_pages
 from filesync.feed import lock_feed, record_change
 from filesync.models import Blob, ChangeKind, File, FileLibrary, MediaObject, Project, Team
+from filesync.preserving import preserve_pinned
 from filesync.selectors import PageData
 from filesync.services import store_blob
 
@@ -127,6 +128,8 @@ def write(fetched: Fetched, lease: Lease) -> File:
         if local is not None and local.revision > fetched.revision:
             services.finish(lease, fetched.revision)  # a newer copy is here
             return local
+        if local is not None:
+            preserve_pinned(local)
         team, _ = Team.objects.update_or_create(
             pk=attrs["team"]["id"], defaults={"name": attrs["team"]["name"]}
         )

@@ -133,19 +133,6 @@ def test_a_file_soft_deleted_during_its_export_still_exports(workspace):
     assert len(reader.manifest["relations"]) == 2  # as pinned, before the unlink
 
 
-def test_a_file_edited_during_its_export_fails_the_job_cleanly(workspace):
-    job = export(project=workspace.project)
-    filesync_services.add_page(file=workspace.designs[1], name="late edit")
-    before = store_state(ignore=THE_JOBS_OWN)
-    job = run_to_end(job)
-    assert job.state == JobState.FAILED
-    assert job.error_code == "file_changed"
-    assert "Export it again" in job.error_message
-    assert JobEvent.objects.filter(job=job).last().kind == "error"
-    assert not job.artifact_name
-    assert store_state(ignore=THE_JOBS_OWN) == before
-
-
 def test_a_blob_missing_from_storage_fails_with_its_code(workspace):
     from filesync.blobstore import delete_blob
 
