@@ -427,6 +427,9 @@ class Upload(models.Model):
     #: The running SHA-256 of the bytes up to `offset` (filesync.resumable_hash), so the
     #: last chunk completes the check without reading everything again.
     hash_state = models.BinaryField(null=True, blank=True)
+    #: The running CRC-32 of the same bytes, which the blob records (Blob.crc32); null
+    #: before the first byte, and for an upload begun before it was kept.
+    crc32 = models.PositiveBigIntegerField(null=True, blank=True)
     #: The PATCH writing now (common.leases): every write it makes is fenced by it.
     holder = models.CharField(max_length=100, blank=True, default="")
     locked_until = models.DateTimeField(null=True, blank=True)
