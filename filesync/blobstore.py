@@ -4,6 +4,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import BinaryIO, NamedTuple
@@ -18,8 +19,31 @@ from .models import blob_storage_name
 
 
 class Digest(NamedTuple):
+    """What a blob's bytes are known by. `crc32` goes into a binfile's local headers
+    (Blob.crc32); None only where it was never computed (a tus upload begun before
+    uploads kept a running CRC)."""
+
     sha256: str
     size: int
+    crc32: int | None
+
+
+class Hashing:
+    """The sha256, CRC-32 and size of bytes fed a chunk at a time: one pass for all three
+    (hashlib and zlib release the GIL over large chunks)."""
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.crc32 = 0
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self.sha256.update(chunk)
+        self.crc32 = zlib.crc32(chunk, self.crc32)
+        self.size += len(chunk)
+
+    def digest(self) -> Digest:
+        return Digest(self.sha256.hexdigest(), self.size, self.crc32)
 
 
 def blob_storage():
@@ -28,12 +52,10 @@ def blob_storage():
 
 def digest_stream(stream: BinaryIO) -> Digest:
     """Hash a stream chunk by chunk; the caller decides where the stream is positioned."""
-    hasher = hashlib.sha256()
-    size = 0
+    hashing = Hashing()
     while chunk := stream.read(settings.BLOB_CHUNK_SIZE):
-        hasher.update(chunk)
-        size += len(chunk)
-    return Digest(hasher.hexdigest(), size)
+        hashing.update(chunk)
+    return hashing.digest()
 
 
 def seekable_copy(stream: BinaryIO) -> BinaryIO:
@@ -104,17 +126,15 @@ class Received(NamedTuple):
 def receive(body: BinaryIO, *, directory: str) -> Iterator[Received]:
     """Copy a request body to a local file, hashing it on the way: one pass. The file is
     gone afterwards, moved into the blob store or deleted."""
-    hasher = hashlib.sha256()
-    size = 0
+    hashing = Hashing()
     spool = tempfile.NamedTemporaryFile(dir=directory, delete=False)
     try:
         with spool:
             while chunk := body.read(settings.BLOB_CHUNK_SIZE):
-                hasher.update(chunk)
+                hashing.update(chunk)
                 spool.write(chunk)
-                size += len(chunk)
         with open(spool.name, "rb") as staged:
-            yield Received(StagedFile(staged), Digest(hasher.hexdigest(), size))
+            yield Received(StagedFile(staged), hashing.digest())
     finally:
         with suppress(FileNotFoundError):
             os.remove(spool.name)

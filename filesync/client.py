@@ -149,11 +149,18 @@ class SyncClient:
         return sha256
 
     def download(
-        self, sha256: str, target: Path, *, progress: Callable[[int], None] | None = None
+        self,
+        sha256: str,
+        target: Path,
+        *,
+        progress: Callable[[int], None] | None = None,
+        verify: bool = True,
     ) -> Path:
-        """Fetch a blob into `target` in ranged pieces, resuming a partial file; verified.
-        `progress` is called with the bytes held after each piece (an exception it raises
-        stops the download); a stop between pieces keeps the partial file for a resume."""
+        """Fetch a blob into `target` in ranged pieces, resuming a partial file; verified,
+        unless `verify` is False: the caller checks it in a pass of its own (the follower,
+        which takes the CRC-32 in the same pass). `progress` is called with the bytes held
+        after each piece (an exception it raises stops the download); a stop between
+        pieces keeps the partial file for a resume."""
         target = Path(target)
         partial = target.with_name(target.name + ".part")
         size = int(
@@ -177,7 +184,7 @@ class SyncClient:
                 )
             if progress is not None:
                 progress(last + 1)
-        if file_sha256(partial) != sha256:
+        if verify and file_sha256(partial) != sha256:
             partial.unlink()
             raise ValueError(f"Downloaded bytes do not hash to {sha256}; removed them.")
         os.replace(partial, target)

@@ -184,11 +184,20 @@ class Blob(models.Model):
     sha256 = models.CharField(max_length=64, primary_key=True, validators=[sha256_validator])
     size = models.BigIntegerField()
     content_type = models.CharField(max_length=100, default="application/octet-stream")
+    #: CRC-32 of the bytes, so a binfile's local header can carry it without a read pass.
+    #: Null for blobs stored before it was recorded; an export fills it in on first use.
+    crc32 = models.PositiveBigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     touched_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(size__gte=0), name="blob_size_gte_0")]
+        constraints = [
+            models.CheckConstraint(condition=Q(size__gte=0), name="blob_size_gte_0"),
+            models.CheckConstraint(
+                condition=Q(crc32__isnull=True) | Q(crc32__lte=0xFFFFFFFF),
+                name="blob_crc32_is_32_bits",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.sha256
@@ -451,6 +460,9 @@ class Upload(models.Model):
     #: The running SHA-256 of the bytes up to `offset` (filesync.resumable_hash), so the
     #: last chunk completes the check without reading everything again.
     hash_state = models.BinaryField(null=True, blank=True)
+    #: The running CRC-32 of the same bytes, which the blob records (Blob.crc32); null
+    #: before the first byte, and for an upload begun before it was kept.
+    crc32 = models.PositiveBigIntegerField(null=True, blank=True)
     #: The PATCH writing now (common.leases): every write it makes is fenced by it.
     holder = models.CharField(max_length=100, blank=True, default="")
     locked_until = models.DateTimeField(null=True, blank=True)

@@ -153,11 +153,12 @@ def store_blob(
     """Put bytes in the blob store, hashed while they stream; memory stays one chunk.
 
     `verified` is a digest the caller computed from these very bytes (while receiving
-    them), which spares hashing them again. The Blob row is written only after the bytes
-    are stored, so a row always means the bytes are there. Bytes already stored are not
-    written again. `user` is who sent them: they become one of the blob's holders, and
-    media waiting for these bytes in files they can see become ready. A store by Ferry
-    itself (a follower copying its leader) passes no user and readies nothing.
+    them, CRC-32 included), which spares hashing them again. The Blob row is written only
+    after the bytes are stored, so a row always means the bytes are there. Bytes already
+    stored are not written again. `user` is who sent them: they become one of the blob's
+    holders, and media waiting for these bytes in files they can see become ready. A
+    store by Ferry itself (a follower copying its leader) passes no user and readies
+    nothing.
     """
     stream = blobstore.seekable_copy(stream)
     stream.seek(0)
@@ -179,13 +180,20 @@ def register_blob(
 ) -> Blob:
     """`store_blob` for bytes already verified against `digest` that the caller puts in
     place itself (`write`, called only if the blob is not stored yet): a tus upload
-    completes its staged bytes onto the blob's key without copying them."""
+    completes its staged bytes onto the blob's key without copying them.
+
+    The blob records the digest's CRC-32; one stored before CRCs were recorded gets it now.
+    """
     if not Blob.objects.filter(pk=digest.sha256).update(touched_at=timezone.now()):
         write()
     with transaction.atomic():
         blob, _ = Blob.objects.get_or_create(
-            sha256=digest.sha256, defaults={"size": digest.size, "content_type": content_type}
+            sha256=digest.sha256,
+            defaults={"size": digest.size, "content_type": content_type, "crc32": digest.crc32},
         )
+        if blob.crc32 is None and digest.crc32 is not None:
+            Blob.objects.filter(pk=blob.pk, crc32__isnull=True).update(crc32=digest.crc32)
+            blob.crc32 = digest.crc32
         if user is not None:
             BlobHolder.objects.get_or_create(blob=blob, user=user)
             _attach_pending_media(blob, files_for(user, include_deleted=True))

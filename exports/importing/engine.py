@@ -272,15 +272,19 @@ class ImportEngine(Engine):
         self.run.progress(phase=phase)
 
     def _store_blobs(self, reader: BinfileReader, plan: ArchivePlan) -> None:
+        """Each blob stored with the CRC-32 the archive's directory gives it: trusted
+        because zipfile checked it against the bytes, as they were hashed in phase 1 (a
+        mismatch fails the read), and checks it again as they are stored."""
         for sha256, content_type in sorted(plan.blob_types.items()):
             name = binfile.blob_entry(sha256)
             size = reader.digest[name]["size"]
+            crc32 = reader.zip.getinfo(name).CRC
             with reader.zip.open(name) as stream:
                 store_blob(
                     stream=stream,
                     content_type=content_type,
                     user=self.job.created_by,
-                    verified=blobstore.Digest(sha256, size),
+                    verified=blobstore.Digest(sha256, size, crc32),
                 )
             self.job.bytes_done += size
             self._between("store")

@@ -100,20 +100,23 @@ def fetch_blobs(client: SyncClient, fetched: Fetched, claim: services.Claim) -> 
                 progress=lambda held, before=fetched_bytes: claim.lease.renew(
                     bytes_done=before + held
                 ),
+                verify=False,  # here, with the CRC-32 in the same pass
             )
-        except ValueError as error:  # the bytes did not hash to their name
-            raise Retry(str(error)) from None
         except SyncError as error:
             raise Retry(f"Blob {sha256}: {error}") from None
-        size = target.stat().st_size
         with open(target, "rb") as stream:
+            digest = blobstore.digest_stream(stream)
+            if digest.sha256 != sha256:
+                target.unlink()
+                raise Retry(f"Downloaded bytes do not hash to {sha256}; removed them.")
+            stream.seek(0)
             store_blob(
                 stream=blobstore.StagedFile(stream),
                 content_type=content_type,
-                verified=blobstore.Digest(sha256, size),
+                verified=digest,
             )
         target.unlink(missing_ok=True)  # moved into the store already, or copied there
-        fetched_bytes += size
+        fetched_bytes += digest.size
         claim.lease.renew(bytes_done=fetched_bytes)
     return fetched_bytes
 

@@ -14,6 +14,7 @@ import os
 import socket
 import time
 import uuid
+import zlib
 from datetime import timedelta
 from typing import BinaryIO
 
@@ -66,7 +67,7 @@ def create_upload(*, owner, length: int, sha256: str, metadata: dict) -> Upload:
             stream=io.BytesIO(),
             content_type=_content_type(metadata),
             user=owner,
-            verified=blobstore.Digest(EMPTY, 0),
+            verified=blobstore.Digest(EMPTY, 0, 0),
         )
         return Upload.objects.create(**row, completed_at=now)
     upload_id = uuid.uuid4()
@@ -126,17 +127,24 @@ def _append(upload, lease, takeover, offset, body, checksum) -> Upload:
         raise UploadError(409, f"Upload-Offset is {offset}; the upload is at {upload.offset}.")
     hasher = CHECKSUMS[checksum[0]]() if checksum else None
     whole = ResumableSha256(upload.hash_state) if upload.hash_state else ResumableSha256()
+    crc = _RunningCrc(0 if offset == 0 else upload.crc32)
     staged = staging.resume(upload, lease, takeover=takeover)
     try:
-        written = _receive(body, staged, whole, hasher, lease, room=upload.length - offset)
+        written = _receive(body, staged, (whole, crc), hasher, lease, room=upload.length - offset)
         if hasher and hasher.digest() != checksum[1]:
             staged.undo()
             raise UploadError(460, "Upload-Checksum does not match; the chunk was discarded.")
         upload.offset, upload.hash_state = offset + written, whole.state()
+        upload.crc32 = crc.value
         if upload.offset == upload.length:
             _finish(upload, lease, whole, staged)
             return upload
-        kept = {"offset": upload.offset, "hash_state": upload.hash_state, **staged.state()}
+        kept = {
+            "offset": upload.offset,
+            "hash_state": upload.hash_state,
+            "crc32": upload.crc32,
+            **staged.state(),
+        }
         if not lease.release(**kept):
             raise LeaseLost
     finally:
@@ -144,15 +152,29 @@ def _append(upload, lease, takeover, offset, body, checksum) -> Upload:
     return upload
 
 
-def _receive(body: BinaryIO, staged, whole, hasher, lease: Lease, *, room: int) -> int:
-    """Stream the body into staging and the hashes; the lease is renewed as it goes."""
+class _RunningCrc:
+    """The CRC-32 of the upload's bytes so far, resumed from the row; None stays None (an
+    upload begun before uploads kept one: its blob's CRC is filled in on first use)."""
+
+    def __init__(self, value: int | None):
+        self.value = value
+
+    def update(self, chunk: bytes) -> None:
+        if self.value is not None:
+            self.value = zlib.crc32(chunk, self.value)
+
+
+def _receive(body: BinaryIO, staged, running, hasher, lease: Lease, *, room: int) -> int:
+    """Stream the body into staging and the running hashes of the whole (sha256, CRC-32);
+    the lease is renewed as it goes."""
     written, renewed = 0, time.monotonic()
     while chunk := body.read(CHUNK):
         written += len(chunk)
         if written > room:
             staged.undo()
             raise UploadError(413, "The body goes past Upload-Length.")
-        whole.update(chunk)
+        for total in running:
+            total.update(chunk)
         if hasher:
             hasher.update(chunk)
         staged.write(chunk)
@@ -171,7 +193,7 @@ def _finish(upload: Upload, lease: Lease, whole: ResumableSha256, staged) -> Non
         lease.lock()
         if digest == upload.sha256:
             services.register_blob(
-                blobstore.Digest(digest, upload.length),
+                blobstore.Digest(digest, upload.length, upload.crc32),
                 write=staged.publish,
                 content_type=_content_type(upload.metadata),
                 user=upload.owner,
@@ -180,6 +202,7 @@ def _finish(upload: Upload, lease: Lease, whole: ResumableSha256, staged) -> Non
             lease.release(
                 offset=upload.offset,
                 hash_state=upload.hash_state,
+                crc32=upload.crc32,
                 completed_at=upload.completed_at,
                 staged_name="",
                 multipart_id="",

@@ -3,6 +3,7 @@
 import io
 import json
 import zipfile
+import zlib
 
 import pytest
 from django.core.management import call_command
@@ -11,8 +12,9 @@ from exports import services
 from exports.binfile.reader import BinfileReader
 from exports.importing.engine import run_import
 from exports.models import ImportEvent, ImportJob, JobState
+from filesync import blobstore
 from filesync import services as filesync_services
-from filesync.models import File, FileLibrary, MediaObject, Page
+from filesync.models import Blob, File, FileLibrary, MediaObject, Page
 from tests.conftest import stored_names
 from tests.exports.conftest import artifact_bytes, run_to_end
 from tests.snapshot import store_state
@@ -169,6 +171,44 @@ def test_a_broken_archive_fails_the_job_and_writes_nothing(workspace, editor):
     error = ImportEvent.objects.get(job=job, kind="error").data
     assert error["entry"] == page_name
     assert list(ImportJob.objects.values_list("pk", flat=True)) == [job.pk]
+    assert store_state(ignore=THE_JOBS_OWN) == before
+
+
+def test_imported_blobs_are_stored_with_their_crc(workspace, editor, team):
+    """New blobs and blobs stored before CRCs were recorded alike end with the CRC-32 of
+    their bytes."""
+    archive = export_bytes(user=editor, project=workspace.project)
+    sha256 = workspace.media[0].blob_id
+    data = b"".join(blobstore.iter_blob(sha256))
+    MediaObject.objects.all().delete()
+    Blob.objects.all().delete()
+    blobstore.delete_blob(sha256)
+    target = filesync_services.create_project(team=team, name="Restored")
+
+    assert import_bytes(archive, project=target, user=editor).state == JobState.SUCCEEDED
+    assert Blob.objects.get(pk=sha256).crc32 == zlib.crc32(data)
+
+    Blob.objects.update(crc32=None)
+    assert import_bytes(archive, project=target, user=editor).state == JobState.SUCCEEDED
+    assert Blob.objects.get(pk=sha256).crc32 == zlib.crc32(data)
+
+
+def test_an_archive_whose_blob_crc_is_wrong_fails_and_writes_nothing(workspace, editor, team):
+    """The bytes hash right but the directory's CRC-32 is not theirs: refused, so the CRC
+    an import records is always the bytes' own."""
+    archive = bytearray(export_bytes(user=editor, project=workspace.project))
+    name = f"blobs/{workspace.media[0].blob_id}"
+    directory = archive.index(b"PK\x01\x02")
+    while archive[directory + 46 : directory + 46 + len(name)] != name.encode():
+        directory = archive.index(b"PK\x01\x02", directory + 4)
+    archive[directory + 16] ^= 0xFF  # the CRC-32 field of the central directory entry
+    target = filesync_services.create_project(team=team, name="Restored")
+    before = store_state(ignore=THE_JOBS_OWN)
+
+    job = import_bytes(bytes(archive), project=target, user=editor)
+
+    assert (job.state, job.error_code) == (JobState.FAILED, "corrupt"), job.error_message
+    assert ImportEvent.objects.get(job=job, kind="error").data["entry"] == name
     assert store_state(ignore=THE_JOBS_OWN) == before
 
 

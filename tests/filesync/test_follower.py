@@ -1,12 +1,16 @@
 """The follower's state machine, through its services, without any network: feed pages as
 the leader's `GET /api/sync/changes` gives them, files as `GET /api/sync/files/<id>` does,
-and the admin over the download rows."""
+blobs as its blob routes do, and the admin over the download rows."""
 
+import hashlib
 import io
+import os
 import threading
 import uuid
+import zlib
 from datetime import timedelta
 
+import httpx
 import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
@@ -15,11 +19,23 @@ from django.test import Client
 from django.utils import timezone
 
 from common.leases import LeaseLost
+from filesync import blobstore
+from filesync.client import SyncClient
 from filesync.follower import mirror, services
 from filesync.follower.models import Download, DownloadState, Leader, PendingLink
 from filesync.follower.selectors import ack_position, is_idle, progress
-from filesync.models import Change, ChangeKind, File, FileLibrary, MediaObject, Project, Team
+from filesync.models import (
+    Blob,
+    Change,
+    ChangeKind,
+    File,
+    FileLibrary,
+    MediaObject,
+    Project,
+    Team,
+)
 from filesync.services import store_blob
+from tests.conftest import stored_names
 
 pytestmark = pytest.mark.django_db
 
@@ -646,6 +662,63 @@ def test_progress_counts_rows_by_state_and_bytes(leader):
         "bytes": 1234,
     }
     assert not is_idle(leader)
+
+
+# --- the mirror's blobs ---------------------------------------------------------------------
+
+
+def leader_serving(blobs: dict[str, bytes]) -> SyncClient:
+    """A real client whose transport answers as the leader's blob routes do (HEAD, ranged
+    GET), in process."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        data = blobs[request.url.path.rsplit("/", 1)[1]]
+        if request.method == "HEAD":
+            return httpx.Response(200, headers={"Content-Length": str(len(data))})
+        first, last = map(int, request.headers["Range"].removeprefix("bytes=").split("-"))
+        return httpx.Response(206, content=data[first : last + 1])
+
+    client = SyncClient("http://leader.test", "token", chunk_size=100_000)
+    client.http = httpx.Client(base_url="http://leader.test", transport=httpx.MockTransport(answer))
+    return client
+
+
+def ready_media(data: bytes) -> dict:
+    return {**pending_media(), "sha256": hashlib.sha256(data).hexdigest(), "ready": True}
+
+
+def test_fetched_blobs_are_stored_verified_with_their_crc(leader):
+    file, data = uuid.uuid4(), os.urandom(250_000)
+    media = ready_media(data)
+    services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
+    claim = claimed(leader, file)
+
+    leader_has = leader_serving({media["sha256"]: data})
+    got = mirror.fetch_blobs(leader_has, fetched(file, media=[media]), claim)
+
+    blob = Blob.objects.get()
+    assert (got, blob.sha256, blob.size, blob.crc32) == (
+        len(data),
+        media["sha256"],
+        len(data),
+        zlib.crc32(data),
+    )
+    assert b"".join(blobstore.iter_blob(blob.sha256)) == data
+    assert not [p for p in mirror.staging(claim.download).rglob("*") if p.is_file()]
+
+
+def test_a_fetched_blob_that_does_not_hash_to_its_name_is_refused(leader):
+    file, data = uuid.uuid4(), os.urandom(1000)
+    media = ready_media(data)
+    services.apply_changes(leader, [change(1, ChangeKind.FILE_CREATED, file)], 1)
+    claim = claimed(leader, file)
+    damaged = {media["sha256"]: b"x" + data[1:]}
+
+    with pytest.raises(mirror.Retry, match="do not hash"):
+        mirror.fetch_blobs(leader_serving(damaged), fetched(file, media=[media]), claim)
+
+    assert not Blob.objects.exists() and stored_names("blobs") == []
+    assert not [p for p in mirror.staging(claim.download).rglob("*") if p.is_file()]
 
 
 # --- the mirror's write ---------------------------------------------------------------------

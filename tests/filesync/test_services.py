@@ -1,12 +1,13 @@
 import hashlib
 import io
+import zlib
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
 from filesync import services
-from filesync.blobstore import open_blob
+from filesync.blobstore import Digest, open_blob
 from filesync.models import Blob, File, FileLibrary, MediaObject, Page, Snapshot
 from filesync.selectors import get_file
 from tests.conftest import stored_names
@@ -84,10 +85,28 @@ def test_store_blob_hashes_while_streaming_and_deduplicates():
     again = services.store_blob(stream=io.BytesIO(data), content_type="text/plain")
     assert blob.sha256 == hashlib.sha256(data).hexdigest() == again.sha256
     assert blob.size == len(data)
-    assert Blob.objects.count() == 1
+    assert Blob.objects.get().crc32 == zlib.crc32(data)
     assert stored_names("blobs") == [f"{blob.sha256[:2]}/{blob.sha256[2:4]}/{blob.sha256}"]
     with open_blob(blob.sha256) as stored:
         assert stored.read() == data
+
+
+def test_a_blob_stored_before_crcs_were_recorded_gets_its_crc_when_stored_again():
+    data = b"older" * 1000
+    blob = services.store_blob(stream=io.BytesIO(data))
+    Blob.objects.filter(pk=blob.pk).update(crc32=None)
+    again = services.store_blob(stream=OneWayStream(data))
+    assert again.crc32 == zlib.crc32(data) == Blob.objects.get().crc32
+
+
+def test_a_digest_given_as_verified_must_carry_its_crc():
+    """A caller that hashed the bytes itself hands over their CRC with the sha256; the
+    store does not compute it again (the CRC given is the one recorded)."""
+    data = b"verified"
+    with pytest.raises(TypeError):
+        Digest(hashlib.sha256(data).hexdigest(), len(data))
+    digest = Digest(hashlib.sha256(data).hexdigest(), len(data), zlib.crc32(data))
+    assert services.store_blob(stream=io.BytesIO(data), verified=digest).crc32 == digest.crc32
 
 
 def test_add_media_keeps_the_bytes_and_revision(design, png_bytes):
@@ -100,6 +119,7 @@ def test_add_media_keeps_the_bytes_and_revision(design, png_bytes):
         height=20,
     )
     assert media.blob.sha256 == hashlib.sha256(png_bytes).hexdigest()
+    assert Blob.objects.get(pk=media.blob.sha256).crc32 == zlib.crc32(png_bytes)
     design.refresh_from_db()
     assert design.revision == 2
     assert [m.id for m in get_file(design.id).media()] == [media.id]

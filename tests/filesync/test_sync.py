@@ -2,6 +2,7 @@ import hashlib
 import os
 import threading
 import time
+import zlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def test_put_stores_a_verified_blob_and_dedups(api_for, editor):
     data = os.urandom(300_000)
     created = put(client, data)
     assert created.status_code == 201, created.content
-    assert Blob.objects.get(pk=sha(data)).size == len(data)
+    blob = Blob.objects.get(pk=sha(data))
+    assert (blob.size, blob.crc32) == (len(data), zlib.crc32(data))
     again = put(client, data)
     assert again.status_code == 200 and again.json()["created"] is False
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 import uuid
+import zlib
 from datetime import timedelta
 
 import pytest
@@ -79,7 +80,8 @@ def test_upload_in_chunks_with_checksums_becomes_a_blob(api_for, editor):
         offset = int(answer["Upload-Offset"])
         assert not Blob.objects.exists() or offset == len(data)
     assert client.head(location, **TUS)["Upload-Offset"] == str(len(data))
-    assert Blob.objects.get().sha256 == hashlib.sha256(data).hexdigest()
+    blob = Blob.objects.get()
+    assert (blob.sha256, blob.crc32) == (hashlib.sha256(data).hexdigest(), zlib.crc32(data))
 
 
 def test_creation_with_upload_and_dedup_answer_at_once(api_for, editor):
@@ -104,6 +106,21 @@ def test_wrong_offset_is_409_and_bad_chunk_checksum_460_discarded(api_for, edito
     assert store_state() == before
     assert client.head(location, **TUS)["Upload-Offset"] == "0"
     assert patch(client, location, 0, data[:100]).status_code == 204
+    assert patch(client, location, 100, data[100:]).status_code == 204
+    assert Blob.objects.get().crc32 == zlib.crc32(data)  # the refused chunk is not in it
+
+
+def test_an_upload_begun_before_uploads_kept_a_crc_leaves_its_blob_without_one(api_for, editor):
+    """Its running CRC is unknown: the blob gets none (an export fills it in), rather
+    than the CRC of its last bytes only."""
+    client = api_for(editor)
+    data = os.urandom(1000)
+    location = create(client, data)["Location"]
+    assert patch(client, location, 0, data[:400]).status_code == 204
+    Upload.objects.update(crc32=None)
+    assert patch(client, location, 400, data[400:]).status_code == 204
+    blob = Blob.objects.get()
+    assert blob.sha256 == hashlib.sha256(data).hexdigest() and blob.crc32 is None
 
 
 @pytest.mark.parametrize(
@@ -300,6 +317,7 @@ def test_small_patches_on_alternating_nodes_make_the_blob(api_for, editor, setti
         assert answer["Upload-Offset"] == str(offset)
         if offset < len(data):
             upload = Upload.objects.get()
+            assert upload.crc32 == zlib.crc32(data[:offset])  # the running CRC, in the row
             assert not Blob.objects.exists()
             if staging.uses_s3():  # whole parts sent, the rest in the row
                 whole = offset // staging.part_size(len(data)) * staging.part_size(len(data))
@@ -310,6 +328,7 @@ def test_small_patches_on_alternating_nodes_make_the_blob(api_for, editor, setti
                 assert stored_names("blobs") == [upload.staged_name]
     assert Upload.objects.get().completed_at
     assert blob_bytes(digest) == data
+    assert Blob.objects.get().crc32 == zlib.crc32(data)
     assert stored_names("blobs") == [blob_storage_name(digest)]
     assert unfinished_uploads("blobs") == []
     assert nodes.local_files() == []
@@ -439,6 +458,7 @@ def test_a_patch_whose_claim_was_taken_over_writes_nothing(api_for, editor, monk
     assert patch(client, location, first, data[first:]).status_code == 204
     digest = hashlib.sha256(data).hexdigest()
     assert Blob.objects.get().sha256 == digest and blob_bytes(digest) == data
+    assert Blob.objects.get().crc32 == zlib.crc32(data)  # the stalled PATCH's bytes: not in it
     assert stored_names("blobs") == [blob_storage_name(digest)]
     assert unfinished_uploads("blobs") == []
 
@@ -532,4 +552,5 @@ def test_a_tus_client_killed_half_way_resumes_to_the_right_blob(asgi_server, edi
 def test_an_empty_upload_completes_at_creation(api_for, editor):
     created = create(api_for(editor), b"")
     assert created.status_code == 201 and created["Upload-Offset"] == "0"
-    assert Blob.objects.get().sha256 == hashlib.sha256(b"").hexdigest()
+    blob = Blob.objects.get()
+    assert (blob.sha256, blob.crc32) == (hashlib.sha256(b"").hexdigest(), 0)
