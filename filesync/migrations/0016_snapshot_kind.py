@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('filesync', '0013_upload_shared_staging'),
+        ('filesync', '0015_upload_crc32'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
