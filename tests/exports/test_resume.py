@@ -32,8 +32,8 @@ PART = 1000
 
 
 def entry(start: int, end: int, method: int) -> EntryRecord:
-    """A finished entry over [start, end): a one-letter name, so 31 header + 16 descriptor."""
-    return EntryRecord("e", start, method, 0, 0, 0, end - start - 47, 0, "", False)
+    """A finished entry over [start, end): a one-letter name, so a 31-byte header."""
+    return EntryRecord("e", start, method, 0, 0, 0, end - start - 31, 0, "", False)
 
 
 def test_a_stored_entry_straddling_the_checkpoint_needs_no_rewind():
@@ -267,10 +267,15 @@ def test_another_deflate_resumes_inside_a_stored_blob_without_rewinding(
 @pytest.mark.django_db(transaction=True)
 def test_a_rewind_by_itself_changes_no_byte(text_workspace, monkeypatch, tmp_path):
     """With the same deflate, a rewind (here forced by a checkpoint that names another one,
-    or none, as before compressors were recorded) gives the uninterrupted archive."""
+    or none, as before compressors were recorded) gives the uninterrupted archive. A
+    checkpoint of another layout (format 1, before the layout was named) starts over."""
     project, _png, _text = text_workspace
     whole = run_to_end(export(project))
-    for named, hashed_parts, kept_parts in (("zlib 0.9; level 1", True, 1), ("", False, 0)):
+    for named, hashed_parts, kept_parts in (
+        (f"{zipstream.LAYOUT}; zlib 0.9; level 1", True, 1),
+        ("zlib 1.3.1; level 1 wbits -15 memlevel 8 strategy 0; sample 0", True, 0),
+        ("", False, 0),
+    ):
         job = die_at_part_3(export(project), monkeypatch)
         ExportJob.objects.filter(pk=job.pk).update(compressor=named)
         if not hashed_parts:  # a checkpoint written before parts kept their hash state
