@@ -12,11 +12,14 @@ import pytest
 
 from exports import services
 from exports.binfile import format as binfile
+from exports.binfile.reader import BinfileReader
+from exports.binfile.zipstream import STORED
 from exports.models import JobState
 from filesync import services as filesync_services
 from filesync.blobstore import open_blob, write_blob
 from filesync.models import Blob, File, MediaObject
 from tests.exports.conftest import run_to_end
+from tests.exports.test_binfile_codec import BLOB, binfile_bytes
 from tests.exports.test_import import export_bytes, import_bytes, read_archive_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -123,3 +126,16 @@ def export_job(workspace, editor):
     return run_to_end(
         services.create_export_job(user=editor, project=workspace.project, enqueue=False)
     )
+
+
+@pytest.mark.parametrize("field, at", [("crc", 14), ("compressed size", 18), ("size", 22)])
+def test_a_local_header_that_disagrees_with_the_directory_is_refused(field, at):
+    """A streaming reader trusts the local header, an importer the directory: an archive
+    where they differ would read as two different things, so it is refused."""
+    data = bytearray(binfile_bytes(extra=[(BLOB, b"abc", STORED)]))
+    header = data.index(BLOB.encode()) - 30  # its first mention is its local header
+    assert data[header : header + 4] == b"PK\x03\x04"
+    struct.pack_into("<I", data, header + at, struct.unpack_from("<I", data, header + at)[0] ^ 1)
+    with pytest.raises(binfile.BinfileError) as refused:
+        BinfileReader(io.BytesIO(bytes(data)))
+    assert (refused.value.code, refused.value.entry) == ("corrupt", BLOB)
