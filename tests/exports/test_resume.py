@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from exports import services
 from exports.binfile import zipstream
+from exports.binfile.format import MAX_DEFLATED_BLOB
 from exports.binfile.zipstream import DEFLATED, STORED, EntryRecord, compressor_identity
 from exports.exporting import sinks
 from exports.exporting.engine import run_tick
@@ -199,7 +200,9 @@ def text_workspace(project):
     blob (deflated) that part 3's checkpoint cuts; the PNG spans the end of part 1."""
     part = part_size()
     design = filesync_services.create_file(project=project, name="Notes")
-    text = base64.b64encode(os.urandom(int(part * 3.5 * 3 / 4)))  # ~2.7 parts deflated
+    # ~1.9 parts deflated; 2.5 parts of text, under MAX_DEFLATED_BLOB at S3's 5 MiB parts
+    text = base64.b64encode(os.urandom(int(part * 2.5 * 3 / 4)))
+    assert len(text) <= MAX_DEFLATED_BLOB
     text_sha = hashlib.sha256(text).hexdigest()
     while True:  # blobs go in sha256 order: the PNG first
         png = b"\x89PNG\r\n\x1a\n" + os.urandom(int(part * 1.5))
