@@ -1,4 +1,4 @@
-"""Binfile format v1: entry names, JSON encoding, and the manifest and digest documents.
+"""Binfile format v2: entry names, JSON encoding, and the manifest and digest documents.
 
 See docs/binfile.md. Pure Python: nothing here knows of Django.
 """
@@ -7,10 +7,11 @@ from collections.abc import Iterable
 
 import orjson
 
-from .zipstream import EntryRecord
+from .zipstream import DEFLATED, STORED, EntryRecord
 
 TYPE = "ferry/binfile"
-FORMAT_VERSION = 1
+#: 2: every local header holds the CRC-32 and sizes (1 had data descriptors). Both import.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 DIGEST = "digest.json"
 LIBRARY_MODES = ("all", "merge", "detach")
@@ -56,8 +57,20 @@ def encode_json(document) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
 
 
+#: A blob is deflated in memory before its header (its compressed size goes there), so only
+#: up to this size; a larger one is stored, streamed with the CRC-32 its row records.
+MAX_DEFLATED_BLOB = 16 * 1024 * 1024
+
+
 def is_precompressed(content_type: str) -> bool:
     return content_type.split(";")[0].strip().lower() in PRECOMPRESSED_TYPES
+
+
+def blob_method(content_type: str, size: int) -> int:
+    """Deflate only what is not compressed already and fits in memory."""
+    if is_precompressed(content_type) or size > MAX_DEFLATED_BLOB:
+        return STORED
+    return DEFLATED
 
 
 def file_entry(file_id) -> str:

@@ -36,6 +36,7 @@ LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 CENTRAL_RECORD = struct.Struct("<4sHHHHHHIIIHHHHHII")
 LOCAL_SIGNATURE = b"PK\x03\x04"
 DATA_DESCRIPTOR = 0x0008
+ZIP64_MARK = 0xFFFF_FFFF
 #: The smallest data descriptor (CRC and two 32-bit sizes, no signature).
 SHORTEST_DESCRIPTOR = 12
 #: digest.json holds a line of about 200 bytes per entry; more is not a digest.
@@ -313,9 +314,19 @@ def check_layout(fileobj: BinaryIO, infos: list[zipfile.ZipInfo], directory_offs
                 code="corrupt",
                 entry=name,
             )
-        _, version_needed, flags, method, *_, name_length, extra_length = LOCAL_HEADER.unpack(
-            header
-        )
+        (
+            _,
+            version_needed,
+            flags,
+            method,
+            _,
+            _,
+            crc,
+            compressed,
+            size,
+            name_length,
+            extra_length,
+        ) = LOCAL_HEADER.unpack(header)
         local_name = fileobj.read(name_length)
         if local_name != name.encode("utf-8" if info.flag_bits & 0x0800 else "cp437"):
             raise BinfileError(
@@ -330,6 +341,20 @@ def check_layout(fileobj: BinaryIO, infos: list[zipfile.ZipInfo], directory_offs
                 code="corrupt",
                 entry=name,
             )
+        if not flags & DATA_DESCRIPTOR:
+            extra = fileobj.read(extra_length)
+            if local_sizes(crc, compressed, size, extra) != (
+                info.CRC,
+                info.compress_size,
+                info.file_size,
+            ):
+                raise BinfileError(
+                    f"{name}: its local header and the directory differ on the CRC-32 or "
+                    "sizes, so readers that stream and readers that seek would read "
+                    "different bytes.",
+                    code="corrupt",
+                    entry=name,
+                )
         end = (
             info.header_offset
             + LOCAL_HEADER.size
@@ -344,6 +369,26 @@ def check_layout(fileobj: BinaryIO, infos: list[zipfile.ZipInfo], directory_offs
                 code="overlapping_entries",
                 entry=name,
             )
+
+
+def local_sizes(crc: int, compressed: int, size: int, extra: bytes) -> tuple[int, int, int]:
+    """(CRC-32, compressed size, size) a local header without a data descriptor declares:
+    a 0xFFFFFFFF size is in the ZIP64 extra field, which holds the original size first,
+    then the compressed one, each only if its header field says so (APPNOTE 4.5.3)."""
+    at = 0
+    while at + 4 <= len(extra):
+        kind, length = struct.unpack_from("<HH", extra, at)
+        if at + 4 + length > len(extra):
+            break
+        if kind == 0x0001:
+            values = list(struct.unpack_from(f"<{length // 8}Q", extra, at + 4))
+            if size == ZIP64_MARK and values:
+                size = values.pop(0)
+            if compressed == ZIP64_MARK and values:
+                compressed = values.pop(0)
+            break
+        at += 4 + length
+    return crc, compressed, size
 
 
 def first_entry_needing_more(fileobj: BinaryIO) -> str:

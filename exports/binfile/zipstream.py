@@ -1,10 +1,14 @@
-"""A deterministic, streaming, resumable ZIP writer.
+"""A deterministic, streaming, resumable ZIP writer (binfile format 2).
 
-Every entry is written with a data descriptor (sizes and CRC after the data), so nothing
-is buffered beyond one chunk. The bytes depend only on the entries given: fixed attributes,
-times from the caller, no extra fields but ZIP64's. Because an `EntryRecord` holds all
-the central directory needs, a writer can start again at any entry boundary from the
-records of the entries before it, which is how an export resumes.
+Every local header carries the entry's real CRC-32 and sizes: no data descriptor, so a
+streaming reader (Java's ZipInputStream, stream-unzip) knows where each entry ends. An
+entry whose CRC and size are known ahead (a stored blob: its row records them) streams
+through, checked against them; any other (documents, small blobs to deflate) is gathered
+and compressed in memory before its header, so only entries of bounded size may take that
+path. The bytes depend only on the entries given: fixed attributes, times from the caller,
+no extra fields but ZIP64's. Because an `EntryRecord` holds all the central directory
+needs, a writer can start again at any entry boundary from the records of the entries
+before it, which is how an export resumes.
 
 The deflated bytes are the exception: they depend on the compressor (zlib's version and
 build, the level, the strategy), so `compressor_identity` names it, and a checkpoint
@@ -20,12 +24,15 @@ from datetime import datetime
 
 STORED = 0
 DEFLATED = 8
-#: An entry this large (uncompressed, as planned) gets ZIP64 sizes. Below 4 GiB with room
-#: for deflate's worst-case growth, so the choice never depends on the compressed result.
-ZIP64_ENTRY_THRESHOLD = 0xF000_0000
 _MAX32 = 0xFFFF_FFFF
 _MAX16 = 0xFFFF
-_FLAGS = 0x0808  # bit 3: data descriptor follows; bit 11: names are UTF-8
+#: An entry with a size this large gets ZIP64 sizes, in its local header's extra field too
+#: (APPNOTE 4.3.9.1, 4.5.3); 0xFFFFFFFF itself means "see the extra field".
+ZIP64_ENTRY_THRESHOLD = _MAX32
+#: The layout every entry has; part of `compressor_identity`, so that a checkpoint written
+#: with another layout (format 1: data descriptors) is never continued.
+LAYOUT = "binfile 2"
+_FLAGS = 0x0800  # bit 11: names are UTF-8; bit 3 (data descriptor) never
 _UNIX_FILE_ATTRS = (0o100644 << 16) & 0xFFFF_FFFF
 _MADE_BY = (3 << 8) | 45  # Unix, spec 4.5
 #: Deflate level 1: about three times faster than 6 on page JSON, for ~15% more bytes.
@@ -51,7 +58,7 @@ def deflater():
 
 
 def compressor_identity() -> str:
-    """Names the deflate this process writes: zlib's runtime version (zlib-ng in its
+    """Names the layout and the deflate this process writes: zlib's runtime version (zlib-ng in its
     compatibility mode says so there), the settings, and a digest of what it makes of a
     fixed sample, which also tells apart two builds behind one version string. Two workers
     with the same name are taken to emit the same bytes for the same input; zlib promises
@@ -59,7 +66,7 @@ def compressor_identity() -> str:
     compressor = deflater()
     sample = compressor.compress(_SAMPLE) + compressor.flush()
     return (
-        f"zlib {zlib.ZLIB_RUNTIME_VERSION}; level {DEFLATE_LEVEL} wbits {DEFLATE_WBITS} "
+        f"{LAYOUT}; zlib {zlib.ZLIB_RUNTIME_VERSION}; level {DEFLATE_LEVEL} wbits {DEFLATE_WBITS} "
         f"memlevel {DEFLATE_MEMLEVEL} strategy {DEFLATE_STRATEGY}; "
         f"sample {hashlib.sha256(sample).hexdigest()[:16]}"
     )
@@ -91,8 +98,11 @@ class EntryRecord:
     @property
     def end(self) -> int:
         header = 30 + len(self.name.encode()) + (20 if self.zip64 else 0)
-        descriptor = 24 if self.zip64 else 16
-        return self.offset + header + self.compressed_size + descriptor
+        return self.offset + header + self.compressed_size
+
+
+class EntryMismatch(ValueError):
+    """Streamed bytes that are not the size or CRC-32 their local header already declared."""
 
 
 class ZipStream:
@@ -109,61 +119,55 @@ class ZipStream:
         *,
         method: int,
         when: datetime,
-        planned_size: int,
+        size: int | None = None,
+        crc32: int | None = None,
     ) -> Iterator[bytes]:
-        """Yield the entry's bytes; its record is appended once the last byte is out."""
-        zip64 = planned_size >= ZIP64_ENTRY_THRESHOLD
-        dos_time, dos_date = dos_datetime(when)
-        encoded = name.encode()
-        extra = struct.pack("<HHQQ", 0x0001, 16, 0, 0) if zip64 else b""
-        header = struct.pack(
-            "<IHHHHHIIIHH",
-            0x04034B50,
-            45 if zip64 else 20,
-            _FLAGS,
-            method,
-            dos_time,
-            dos_date,
-            0,
-            0,
-            0,
-            len(encoded),
-            len(extra),
-        )
-        start = self.offset
-        yield self._out(header + encoded + extra)
+        """Yield the entry's bytes; its record is appended once the last byte is out.
 
-        crc, size, compressed = 0, 0, 0
+        With `size` and `crc32` (a stored entry known ahead) the chunks stream through and
+        must match them, or `EntryMismatch` is raised, before any byte past `size` is out.
+        Without, the chunks are gathered (and deflated) in memory first."""
+        if crc32 is None:
+            yield from self._gathered(name, b"".join(chunks), method=method, when=when)
+            return
+        if method != STORED or size is None:
+            raise ValueError(f"{name}: only a stored entry of known size streams")
+        start = self.offset
+        yield self._out(_local_header(name, method, when, crc32, size, size))
+        crc, done = 0, 0
         sha = hashlib.sha256()
-        compressor = deflater() if method == DEFLATED else None
         for chunk in chunks:
+            done += len(chunk)
+            if done > size:
+                raise EntryMismatch(f"{name}: more than the {size} bytes declared")
             crc = zlib.crc32(chunk, crc)
             sha.update(chunk)
-            size += len(chunk)
-            data = compressor.compress(chunk) if compressor else chunk
-            if data:
-                compressed += len(data)
-                yield self._out(data)
-        if compressor:
-            tail = compressor.flush()
-            compressed += len(tail)
-            yield self._out(tail)
-        if not zip64 and max(size, compressed) > _MAX32:
-            raise ValueError(f"{name}: grew past its planned size; plan it as ZIP64")
-        sizes = "QQ" if zip64 else "II"
-        yield self._out(struct.pack(f"<II{sizes}", 0x08074B50, crc, compressed, size))
+            yield self._out(chunk)
+        if done != size or crc != crc32:
+            raise EntryMismatch(
+                f"{name}: {done} bytes with CRC-32 {crc:08x}; declared {size}, {crc32:08x}"
+            )
+        self._record(name, start, method, when, crc, size, size, sha.hexdigest())
+
+    def _gathered(self, name: str, data: bytes, *, method: int, when: datetime) -> Iterator[bytes]:
+        crc = zlib.crc32(data)
+        if method == DEFLATED:
+            compressor = deflater()
+            body = compressor.compress(data) + compressor.flush()
+        else:
+            body = data
+        start = self.offset
+        yield self._out(_local_header(name, method, when, crc, len(body), len(data)))
+        yield self._out(body)
+        sha256 = hashlib.sha256(data).hexdigest()
+        self._record(name, start, method, when, crc, len(body), len(data), sha256)
+
+    def _record(self, name, offset, method, when, crc, compressed, size, sha256) -> None:
+        dos_time, dos_date = dos_datetime(when)
+        zip64 = _needs_zip64(size, compressed)
         self.records.append(
             EntryRecord(
-                name,
-                start,
-                method,
-                dos_time,
-                dos_date,
-                crc,
-                compressed,
-                size,
-                sha.hexdigest(),
-                zip64,
+                name, offset, method, dos_time, dos_date, crc, compressed, size, sha256, zip64
             )
         )
 
@@ -209,6 +213,39 @@ class ZipStream:
     def _out(self, data: bytes) -> bytes:
         self.offset += len(data)
         return data
+
+
+def _needs_zip64(size: int, compressed: int) -> bool:
+    return max(size, compressed) >= ZIP64_ENTRY_THRESHOLD
+
+
+def _local_header(
+    name: str, method: int, when: datetime, crc: int, compressed: int, size: int
+) -> bytes:
+    """The local header, complete: a reader needs nothing after the data to read it. ZIP64
+    sizes go in the extra field (original size first), both 32-bit fields 0xFFFFFFFF."""
+    zip64 = _needs_zip64(size, compressed)
+    dos_time, dos_date = dos_datetime(when)
+    encoded = name.encode()
+    extra = struct.pack("<HHQQ", 0x0001, 16, size, compressed) if zip64 else b""
+    return (
+        struct.pack(
+            "<IHHHHHIIIHH",
+            0x04034B50,
+            45 if zip64 else 20,
+            _FLAGS,
+            method,
+            dos_time,
+            dos_date,
+            crc,
+            _MAX32 if zip64 else compressed,
+            _MAX32 if zip64 else size,
+            len(encoded),
+            len(extra),
+        )
+        + encoded
+        + extra
+    )
 
 
 def _central_header(record: EntryRecord) -> bytes:

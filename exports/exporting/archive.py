@@ -6,6 +6,8 @@ All content is read through filesync's `get_file`, from the files the job pinned
 """
 
 import copy
+import hashlib
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +38,9 @@ class EntrySpec:
     planned_size: int
     chunks: Callable[[], Iterable[bytes]]
     expected_sha256: str = ""  # blobs: the bytes read must hash to the blob's name
+    #: Stored blobs: their CRC-32, so the bytes stream after a complete local header
+    #: (`planned_size` is then their exact size). Others are built in memory first.
+    crc32: Callable[[], int] | None = None
 
 
 def _json_entry(name: str, when: datetime, document: Callable[[], object]) -> EntrySpec:
@@ -231,8 +236,10 @@ def _file_entries(job: ExportJob, content: PinnedContent, pin: PinnedFile) -> It
 
 def _blob_entries(content: PinnedContent, when: datetime) -> Iterator[EntrySpec]:
     blobs = Blob.objects.filter(sha256__in=content.blob_ids()).order_by("sha256")
-    for sha256, size, content_type in blobs.values_list("sha256", "size", "content_type"):
-        method = STORED if binfile.is_precompressed(content_type) else DEFLATED
+    for sha256, size, content_type, crc32 in blobs.values_list(
+        "sha256", "size", "content_type", "crc32"
+    ):
+        method = binfile.blob_method(content_type, size)
         yield EntrySpec(
             binfile.blob_entry(sha256),
             method,
@@ -240,7 +247,34 @@ def _blob_entries(content: PinnedContent, when: datetime) -> Iterator[EntrySpec]
             size,
             lambda sha256=sha256: blobstore.iter_blob(sha256),
             expected_sha256=sha256,
+            crc32=(lambda sha256=sha256, crc32=crc32: blob_crc32(sha256, crc32))
+            if method == STORED
+            else None,
         )
+
+
+def blob_crc32(sha256: str, recorded: int | None) -> int:
+    """The blob's CRC-32 for its local header. A blob stored before CRCs were recorded gets
+    one pass over its bytes, on first use; the CRC is kept only if the bytes still hash to
+    the blob's name, so a corrupt copy never vouches for itself."""
+    if recorded is not None:
+        return recorded
+    crc, sha = 0, hashlib.sha256()
+    for chunk in blobstore.iter_blob(sha256):
+        crc = zlib.crc32(chunk, crc)
+        sha.update(chunk)
+    if sha.hexdigest() != sha256:
+        raise blob_corrupt(sha256)
+    Blob.objects.filter(sha256=sha256, crc32__isnull=True).update(crc32=crc)
+    return crc
+
+
+def blob_corrupt(sha256: str) -> ExportError:
+    return ExportError(
+        "blob_corrupt",
+        f"Blob {sha256} in storage no longer matches its sha256 or CRC-32. "
+        "Restore it from a backup or a replica, then retry.",
+    )
 
 
 def planned_size(job: ExportJob) -> tuple[int, int]:

@@ -21,13 +21,18 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from exports.binfile.zipstream import EntryRecord, ZipStream, compressor_identity
-from exports.exporting.archive import archive_entries, planned_size
-from exports.exporting.errors import ExportError
+from exports.binfile.zipstream import (
+    LAYOUT,
+    EntryMismatch,
+    EntryRecord,
+    ZipStream,
+    compressor_identity,
+)
+from exports.exporting.archive import archive_entries, blob_corrupt, planned_size
 from exports.exporting.links import download_path
 from exports.exporting.partwriter import PartWriter, WrittenPart
 from exports.exporting.preserved import release_preserved
-from exports.exporting.resume import rewind
+from exports.exporting.resume import Rewind, rewind
 from exports.exporting.sinks import PartSink, sink_for, uses_s3
 from exports.jobs.kernel import Cancelled, Engine, JobRun, LeaseLost, OutOfTime, run_job
 from exports.models import ExportEntry, ExportJob, ExportPart
@@ -123,20 +128,21 @@ class ExportEngine(Engine):
         entries = archive_entries(job, digest_records=lambda: self.writer.records)
         for index, spec in enumerate(islice(entries, self.persisted, None), start=self.persisted):
             self._between_entries()
-            for chunk in self.writer.entry(
-                spec.name,
-                spec.chunks(),
-                method=spec.method,
-                when=spec.when,
-                planned_size=spec.planned_size,
-            ):
-                self._emit(chunk)
+            crc32 = spec.crc32() if spec.crc32 else None
+            try:
+                for chunk in self.writer.entry(
+                    spec.name,
+                    spec.chunks(),
+                    method=spec.method,
+                    when=spec.when,
+                    size=spec.planned_size if crc32 is not None else None,
+                    crc32=crc32,
+                ):
+                    self._emit(chunk)
+            except EntryMismatch:
+                raise blob_corrupt(spec.expected_sha256) from None
             if spec.expected_sha256 and self.writer.records[-1].sha256 != spec.expected_sha256:
-                raise ExportError(
-                    "blob_corrupt",
-                    f"Blob {spec.expected_sha256} in storage no longer matches its sha256. "
-                    "Restore it from a backup or a replica, then retry.",
-                )
+                raise blob_corrupt(spec.expected_sha256)
             job.items_done = index + 1
         for chunk in self.writer.finish():
             self._emit(chunk)
@@ -167,21 +173,11 @@ class ExportEngine(Engine):
         ours = compressor_identity()
         if job.compressor == ours:
             return
-        records = [_record(row) for row in job.entries.order_by("index")]
-        boundary = records[-1].end if records else 0
-        pending = None
-        if boundary < job.bytes_flushed:  # the plan says how the entry in progress is written
-            entries = archive_entries(job, digest_records=list)
-            spec = next(islice(entries, len(records), None), None)
-            pending = spec.method if spec else None
         hashed = dict(job.parts.exclude(hash_state=None).values_list("number", "hash_state"))
-        back = rewind(
-            flushed=job.bytes_flushed,
-            part_size=job.part_size,
-            records=records,
-            pending_method=pending,
-            hashed_parts=hashed.keys(),
-        )
+        if job.compressor.startswith(f"{LAYOUT};"):
+            back = self._rewind(hashed.keys())
+        else:  # written with another layout (format 1's data descriptors): start over
+            back = Rewind(offset=0, parts=0, entries=0)
         changes = {"compressor": ours}
         if back:
             state = hashed.get(back.parts)
@@ -199,6 +195,23 @@ class ExportEngine(Engine):
                 ExportEntry.objects.filter(job=job, index__gte=back.entries).delete()
         for name, value in changes.items():
             setattr(job, name, value)
+
+    def _rewind(self, hashed_parts) -> Rewind | None:
+        job = self.job
+        records = [_record(row) for row in job.entries.order_by("index")]
+        boundary = records[-1].end if records else 0
+        pending = None
+        if boundary < job.bytes_flushed:  # the plan says how the entry in progress is written
+            entries = archive_entries(job, digest_records=list)
+            spec = next(islice(entries, len(records), None), None)
+            pending = spec.method if spec else None
+        return rewind(
+            flushed=job.bytes_flushed,
+            part_size=job.part_size,
+            records=records,
+            pending_method=pending,
+            hashed_parts=hashed_parts,
+        )
 
     def _emit(self, data: bytes) -> None:
         if self.drop:

@@ -136,6 +136,7 @@ def test_a_file_soft_deleted_during_its_export_still_exports(workspace):
 def test_a_blob_missing_from_storage_fails_with_its_code(workspace):
     from filesync.blobstore import delete_blob
 
+    assert not Blob.objects.filter(crc32=None).exists()  # every store path records it
     delete_blob(workspace.media[1].blob_id)
     job = export(project=workspace.project)
     before = store_state(ignore=THE_JOBS_OWN)
@@ -156,6 +157,7 @@ def test_cancel_of_a_queued_job_is_immediate(workspace):
 
 
 def test_cancel_of_a_running_job_stops_it_between_entries(workspace):
+    assert not Blob.objects.filter(crc32=None).exists()  # every store path records it
     job = export(project=workspace.project)
     before = store_state(ignore=THE_JOBS_OWN)
     assert run_tick(job.pk, worker="w", tick_seconds=0) == "running"
@@ -294,6 +296,7 @@ def test_part_size_grows_so_no_archive_needs_more_than_s3s_part_cap(settings):
 def test_a_blob_corrupted_in_storage_fails_the_export(workspace):
     from filesync.blobstore import write_blob
 
+    assert not Blob.objects.filter(crc32=None).exists()  # every store path records it
     sha = workspace.media[0].blob_id
     write_blob(sha, __import__("io").BytesIO(b"\x89PNG not the same bytes"))
     job = export(project=workspace.project)

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from exports import services
 from exports.binfile import zipstream
+from exports.binfile.format import MAX_DEFLATED_BLOB
 from exports.binfile.zipstream import DEFLATED, STORED, EntryRecord, compressor_identity
 from exports.exporting import sinks
 from exports.exporting.engine import run_tick
@@ -32,8 +33,8 @@ PART = 1000
 
 
 def entry(start: int, end: int, method: int) -> EntryRecord:
-    """A finished entry over [start, end): a one-letter name, so 31 header + 16 descriptor."""
-    return EntryRecord("e", start, method, 0, 0, 0, end - start - 47, 0, "", False)
+    """A finished entry over [start, end): a one-letter name, so a 31-byte header."""
+    return EntryRecord("e", start, method, 0, 0, 0, end - start - 31, 0, "", False)
 
 
 def test_a_stored_entry_straddling_the_checkpoint_needs_no_rewind():
@@ -199,7 +200,9 @@ def text_workspace(project):
     blob (deflated) that part 3's checkpoint cuts; the PNG spans the end of part 1."""
     part = part_size()
     design = filesync_services.create_file(project=project, name="Notes")
-    text = base64.b64encode(os.urandom(int(part * 3.5 * 3 / 4)))  # ~2.7 parts deflated
+    # ~1.9 parts deflated; 2.5 parts of text, under MAX_DEFLATED_BLOB at S3's 5 MiB parts
+    text = base64.b64encode(os.urandom(int(part * 2.5 * 3 / 4)))
+    assert len(text) <= MAX_DEFLATED_BLOB
     text_sha = hashlib.sha256(text).hexdigest()
     while True:  # blobs go in sha256 order: the PNG first
         png = b"\x89PNG\r\n\x1a\n" + os.urandom(int(part * 1.5))
@@ -267,10 +270,15 @@ def test_another_deflate_resumes_inside_a_stored_blob_without_rewinding(
 @pytest.mark.django_db(transaction=True)
 def test_a_rewind_by_itself_changes_no_byte(text_workspace, monkeypatch, tmp_path):
     """With the same deflate, a rewind (here forced by a checkpoint that names another one,
-    or none, as before compressors were recorded) gives the uninterrupted archive."""
+    or none, as before compressors were recorded) gives the uninterrupted archive. A
+    checkpoint of another layout (format 1, before the layout was named) starts over."""
     project, _png, _text = text_workspace
     whole = run_to_end(export(project))
-    for named, hashed_parts, kept_parts in (("zlib 0.9; level 1", True, 1), ("", False, 0)):
+    for named, hashed_parts, kept_parts in (
+        (f"{zipstream.LAYOUT}; zlib 0.9; level 1", True, 1),
+        ("zlib 1.3.1; level 1 wbits -15 memlevel 8 strategy 0; sample 0", True, 0),
+        ("", False, 0),
+    ):
         job = die_at_part_3(export(project), monkeypatch)
         ExportJob.objects.filter(pk=job.pk).update(compressor=named)
         if not hashed_parts:  # a checkpoint written before parts kept their hash state
