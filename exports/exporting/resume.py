@@ -3,8 +3,8 @@
 A checkpoint holds the archive's first `flushed` bytes: whole entries (their records), then
 the beginning of the entry in progress. A resume regenerates that entry from its start and
 drops the bytes already written, which is exact only if this worker emits the same bytes
-as the one that wrote them. Stored bytes (local headers, stored blobs, their descriptors,
-the central directory) depend only on the content; deflated ones also on the compressor,
+as the one that wrote them. Stored bytes (local headers, stored blobs, the central
+directory) depend only on the content; deflated ones also on the compressor,
 and zlib promises nothing about its output across versions and builds (zlib-ng, others).
 
 So a worker whose compressor is not the one the checkpoint names moves back to the latest
