@@ -5,8 +5,12 @@ Prints, from one run on one machine:
   command, the job's own time (started to finished), MB/s of archive, peak RSS;
 - the floor: reading every blob from storage and writing the same number of bytes
   (`cat` of the blob files into one file, then `sync`);
-- the peer: `manage.py dumpdata filesync` plus `tar` of the blob directory.
+- the peers, on the same site: `manage.py dumpdata filesync` plus `tar` of the blob
+  directory, and django-dbbackup's `dbbackup` plus `mediabackup` (configured only here,
+  by bench/peer_settings.py);
 With --memory, also exports a 200 MB and a 2 GB workspace and compares their peak RSS.
+With --profile, runs one more export under cProfile and prints its top costs (the
+generating thread's; the part writer's thread is not profiled).
 
     python bench/export.py --files 200 --pages 10 --objects 300 --media-mb 1024
 """
@@ -14,8 +18,10 @@ With --memory, also exports a 200 MB and a 2 GB workspace and compares their pea
 import argparse
 import json
 import os
+import pstats
+import sys
 
-from _harness import MB, Ferry, run, table
+from _harness import MB, ROOT, Ferry, run, table
 
 
 def seed(ferry: Ferry, *, files, pages, objects, media_mb, libraries=2) -> str:
@@ -83,6 +89,41 @@ def peer(ferry: Ferry) -> float:
     return dump_wall + tar_wall
 
 
+def dbbackup(ferry: Ferry) -> tuple[float, int]:
+    """django-dbbackup on the same site: the database, then the media (the blobs) as a tar.
+    Returns the wall time of both commands and the larger of their peak RSS."""
+    env = dict(ferry.env)
+    env["DJANGO_SETTINGS_MODULE"] = "peer_settings"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "bench"), env.get("PYTHONPATH")]))
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    _, db_wall, db_rss = run([*manage, "dbbackup", "--noinput", "-q"], env=env)
+    _, media_wall, media_rss = run([*manage, "mediabackup", "--noinput", "-q"], env=env)
+    backups = ferry.var / "backups"
+    for backup in backups.iterdir():
+        backup.unlink()
+    return db_wall + media_wall, max(db_rss, media_rss)
+
+
+def profile(ferry: Ferry, project: str, output: str) -> None:
+    """One more export under cProfile; the top costs of the generating thread."""
+    run(
+        [
+            sys.executable,
+            "-m",
+            "cProfile",
+            "-o",
+            output,
+            str(ROOT / "manage.py"),
+            "export_files",
+            "--project",
+            project,
+            "-v0",
+        ],
+        env=ferry.env,
+    )
+    pstats.Stats(output).sort_stats("tottime").print_stats(18)
+
+
 def throughput(ferry: Ferry, args) -> None:
     project = seed(
         ferry, files=args.files, pages=args.pages, objects=args.objects, media_mb=args.media_mb
@@ -91,47 +132,39 @@ def throughput(ferry: Ferry, args) -> None:
     result = export(ferry, project)
     again = export(ferry, project)
     peer_wall = peer(ferry)
+    dbbackup_wall, dbbackup_rss = dbbackup(ferry)
     size_mb = result["size"] / MB
+
+    def row(what, seconds, rss=""):
+        return (
+            what,
+            f"{seconds:.2f}",
+            f"{size_mb / seconds:.0f}",
+            rss and f"{rss / MB:.0f}",
+            f"{seconds / floor_wall:.2f}x",
+        )
+
     print(
         table(
             [
                 ("what", "seconds", "MB/s", "peak RSS MB", "vs floor"),
-                (
-                    "export (command)",
-                    f"{result['wall']:.2f}",
-                    f"{size_mb / result['wall']:.0f}",
-                    f"{result['rss'] / MB:.0f}",
-                    f"{result['wall'] / floor_wall:.2f}x",
-                ),
-                (
-                    "export (job only)",
-                    f"{result['job']:.2f}",
-                    f"{size_mb / result['job']:.0f}",
-                    "",
-                    f"{result['job'] / floor_wall:.2f}x",
-                ),
-                (
-                    "floor: cat blobs + sync",
-                    f"{floor_wall:.2f}",
-                    f"{size_mb / floor_wall:.0f}",
-                    "",
-                    "1.00x",
-                ),
-                (
-                    "peer: dumpdata + tar",
-                    f"{peer_wall:.2f}",
-                    f"{size_mb / peer_wall:.0f}",
-                    "",
-                    f"{peer_wall / floor_wall:.2f}x",
-                ),
+                row("export (command)", result["wall"], result["rss"]),
+                row("export (job only)", result["job"]),
+                row("floor: cat blobs + sync", floor_wall),
+                row("peer: dumpdata + tar", peer_wall),
+                row("peer: dbbackup + mediabackup", dbbackup_wall, dbbackup_rss),
             ]
         )
     )
     print(
         f"archive {size_mb:.0f} MB, sha256 {result['sha256'][:16]}…; second export identical: "
-        f"{again['sha256'] == result['sha256']}; export vs peer: "
-        f"{peer_wall / result['wall']:.2f}x faster"
+        f"{again['sha256'] == result['sha256']}; export command vs floor "
+        f"{result['wall'] / floor_wall:.2f}x, faster than dumpdata + tar "
+        f"{peer_wall / result['wall']:.2f}x, than dbbackup + mediabackup "
+        f"{dbbackup_wall / result['wall']:.2f}x"
     )
+    if args.profile:
+        profile(ferry, project, args.profile)
 
 
 def memory(args) -> None:
@@ -177,6 +210,7 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=300)
     parser.add_argument("--media-mb", type=float, default=1024)
     parser.add_argument("--memory", action="store_true", help="Also compare 200 MB vs 2 GB.")
+    parser.add_argument("--profile", metavar="PATH", help="Also profile one export into PATH.")
     parser.add_argument("--keep-env", action="store_true", help="Use DATABASE_URL etc. as set.")
     args = parser.parse_args()
     ferry = Ferry(keep_env=args.keep_env)
