@@ -194,14 +194,16 @@ def test_imported_blobs_are_stored_with_their_crc(workspace, editor, team):
 
 
 def test_an_archive_whose_blob_crc_is_wrong_fails_and_writes_nothing(workspace, editor, team):
-    """The bytes hash right but the directory's CRC-32 is not theirs: refused, so the CRC
-    an import records is always the bytes' own."""
+    """The bytes hash right but the CRC-32 the archive gives them (in the local header and
+    the directory alike, as format 2 requires) is not theirs: refused, so the CRC an
+    import records is always the bytes' own."""
     archive = bytearray(export_bytes(user=editor, project=workspace.project))
     name = f"blobs/{workspace.media[0].blob_id}"
-    directory = archive.index(b"PK\x01\x02")
-    while archive[directory + 46 : directory + 46 + len(name)] != name.encode():
-        directory = archive.index(b"PK\x01\x02", directory + 4)
-    archive[directory + 16] ^= 0xFF  # the CRC-32 field of the central directory entry
+    for signature, name_at, crc_at in ((b"PK\x03\x04", 30, 14), (b"PK\x01\x02", 46, 16)):
+        header = archive.index(signature)
+        while archive[header + name_at : header + name_at + len(name)] != name.encode():
+            header = archive.index(signature, header + 4)
+        archive[header + crc_at] ^= 0xFF  # the entry's CRC-32 field
     target = filesync_services.create_project(team=team, name="Restored")
     before = store_state(ignore=THE_JOBS_OWN)
 
