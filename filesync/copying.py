@@ -13,7 +13,7 @@ import orjson
 from django.db.models import JSONField, Value
 from django.db.models.functions import Cast
 
-from .feed import record_change
+from .feed import record_changes
 from .models import DATA_VERSION, ChangeKind, File, FileLibrary, MediaObject, Page, Project
 from .references import ASSET_REFERENCES, MEDIA_REFERENCE
 from .selectors import MediaData, PageData, files_for
@@ -168,14 +168,19 @@ def finish_copies(copies: list[File], relations: Iterable[tuple], relink: Relink
     ]
     FileLibrary.objects.bulk_create(links, ignore_conflicts=True)
     files = {str(copy.pk): copy for copy in copies}
-    for copy in copies:
-        record_change(kind=ChangeKind.FILE_CREATED, file=copy)
-    for link in links:
-        record_change(
-            kind=ChangeKind.LIBRARY_LINKED,
-            file=files[str(link.file_id)],
-            payload={"library": str(link.library_id)},
-        )
+    record_changes(
+        [
+            *((ChangeKind.FILE_CREATED, copy, None) for copy in copies),
+            *(
+                (
+                    ChangeKind.LIBRARY_LINKED,
+                    files[str(link.file_id)],
+                    {"library": str(link.library_id)},
+                )
+                for link in links
+            ),
+        ]
+    )
 
 
 def replace_pages(file: File, pages: Iterable[PageData]) -> None:
