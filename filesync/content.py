@@ -28,31 +28,47 @@ def _is_uuid(value) -> bool:
     return isinstance(value, str) and UUID_TEXT.match(value) is not None
 
 
-def _check_ref(obj: dict, field: str) -> str | None:
-    ref = obj.get(field)
-    if ref is None:
-        return None
-    if not isinstance(ref, dict) or not _is_uuid(ref.get("file")) or not ref.get("id"):
-        return f"{field} must be an object with a file UUID and an id."
-    return None
+def _is_ref(value) -> bool:
+    return value is None or (
+        isinstance(value, dict) and _is_uuid(value.get("file")) and bool(value.get("id"))
+    )
+
+
+#: What object_errors checks beyond the type, in the order it reports: the field, whether
+#: a value passes (given the object), and what it says when one does not.
+FIELD_RULES = (
+    (
+        "component_file",
+        lambda value, obj: _is_uuid(value) and bool(obj.get("component_id")),
+        "component_file must be a file UUID, with a component_id.",
+    ),
+    (
+        "fill_color_ref",
+        lambda value, obj: _is_ref(value),
+        "fill_color_ref must be an object with a file UUID and an id.",
+    ),
+    (
+        "typography_ref",
+        lambda value, obj: _is_ref(value),
+        "typography_ref must be an object with a file UUID and an id.",
+    ),
+    ("image", lambda value, obj: _is_uuid(value), "image must be a media UUID."),
+)
 
 
 def object_errors(object_id: str, obj) -> list[str]:
+    """Checked on every object of every page: a valid one costs a few lookups, and
+    messages are only built for what fails."""
     if not isinstance(obj, dict):
         return [f"object {object_id}: must be a JSON object."]
     errors = []
-    if obj.get("type") not in OBJECT_TYPES:
+    kind = obj.get("type")
+    if not (isinstance(kind, str) and kind in OBJECT_TYPES):
         errors.append(f"type must be one of {', '.join(sorted(OBJECT_TYPES))}.")
-    if "component_file" in obj and not (
-        _is_uuid(obj["component_file"]) and obj.get("component_id")
-    ):
-        errors.append("component_file must be a file UUID, with a component_id.")
-    for field in ("fill_color_ref", "typography_ref"):
-        if error := _check_ref(obj, field):
-            errors.append(error)
-    if "image" in obj and not _is_uuid(obj["image"]):
-        errors.append("image must be a media UUID.")
-    return [f"object {object_id}: {error}" for error in errors]
+    for field, passes, message in FIELD_RULES:
+        if field in obj and not passes(obj[field], obj):
+            errors.append(message)
+    return [f"object {object_id}: {error}" for error in errors] if errors else errors
 
 
 def validate_bounds(value, field: str, *, max_bytes: int) -> None:
@@ -60,15 +76,21 @@ def validate_bounds(value, field: str, *, max_bytes: int) -> None:
 
     Sizing it with orjson also refuses what orjson cannot write (an integer past 64 bits),
     which every reader of the store would fail on later.
+    The depth is judged on that JSON text (passes in C, not a walk of every node in
+    Python); only a value orjson refuses is walked, to tell a too deep one (orjson stops
+    at 255 levels) from one it cannot write.
     """
-    if limits.deeper_than(value, limits.MAX_JSON_DEPTH):
-        raise ValidationError({field: f"Nested deeper than {limits.MAX_JSON_DEPTH} levels."})
+    deep = ValidationError({field: f"Nested deeper than {limits.MAX_JSON_DEPTH} levels."})
     try:
-        size = len(orjson.dumps(value))
+        text = orjson.dumps(value)
     except orjson.JSONEncodeError as error:
+        if limits.deeper_than(value, limits.MAX_JSON_DEPTH):
+            raise deep from None
         raise ValidationError({field: f"Not storable as JSON: {error}."}) from None
-    if size > max_bytes:
-        raise ValidationError({field: f"{size} bytes as JSON; at most {max_bytes}."})
+    if limits.text_deeper_than(text, limits.MAX_JSON_DEPTH):
+        raise deep
+    if len(text) > max_bytes:
+        raise ValidationError({field: f"{len(text)} bytes as JSON; at most {max_bytes}."})
 
 
 def validate_objects(objects) -> None:

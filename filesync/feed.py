@@ -1,5 +1,7 @@
 """Appending to the change feed, inside the writing transaction, in commit order."""
 
+from collections.abc import Iterable
+
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
@@ -21,20 +23,32 @@ def lock_feed() -> FeedCursor:
 
 def record_change(*, kind: str, file: File, payload: dict | None = None) -> Change:
     """Take the next seq (locking the cursor until commit) and append the change."""
+    return record_changes([(kind, file, payload)])[0]
+
+
+def record_changes(changes: Iterable[tuple[str, File, dict | None]]) -> list[Change]:
+    """`record_change` for (kind, file, payload) in order: consecutive seqs from one lock,
+    one insert and one wake-up however many there are (an import of thousands of files)."""
+    changes = list(changes)
+    if not changes:
+        return []
     with transaction.atomic():
         cursor = lock_feed()
-        seq = cursor.last_seq + 1
-        FeedCursor.objects.filter(pk=1).update(last_seq=seq)
-        change = Change.objects.create(
-            seq=seq,
-            kind=kind,
-            file_id=file.pk,
-            team_id=file.project.team_id,
-            revision=file.revision,
-            payload=payload or {},
+        first = cursor.last_seq + 1
+        FeedCursor.objects.filter(pk=1).update(last_seq=cursor.last_seq + len(changes))
+        rows = Change.objects.bulk_create(
+            Change(
+                seq=first + offset,
+                kind=kind,
+                file_id=file.pk,
+                team_id=file.project.team_id,
+                revision=file.revision,
+                payload=payload or {},
+            )
+            for offset, (kind, file, payload) in enumerate(changes)
         )
         transaction.on_commit(_wake_listeners)
-    return change
+    return rows
 
 
 def _wake_listeners() -> None:

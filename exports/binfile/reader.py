@@ -6,13 +6,13 @@ import stat
 import struct
 import zipfile
 import zlib
-from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import BinaryIO
 
 import orjson
+
+from common.limits import text_deeper_than
 
 from .format import DIGEST, MANIFEST, BinfileError, check_manifest
 
@@ -42,9 +42,6 @@ SHORTEST_DESCRIPTOR = 12
 #: digest.json holds a line of about 200 bytes per entry; more is not a digest.
 DIGEST_BYTES_PER_ENTRY = 256
 
-#: Bytes that are not a quote or a bracket, and the step each bracket takes the depth.
-NEITHER_QUOTE_NOR_BRACKET = bytes(set(range(256)) - set(b'"[]{}'))
-DEPTH_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 
 
@@ -99,7 +96,9 @@ class BinfileReader:
     def names(self) -> list[str]:
         return [info.filename for info in self.zip.infolist()]
 
-    def read_json(self, name: str):
+    def read_json(self, name: str, *, verified: bool = False):
+        """The entry parsed. Its depth is judged first, unless `verified`: this reader's
+        `verify` judged those very bytes already (an import reading its pages again)."""
         try:
             info = self.zip.getinfo(name)
         except KeyError:
@@ -107,7 +106,8 @@ class BinfileReader:
                 f"The archive has no {name}.", code="missing_entry", entry=name
             ) from None
         data = b"".join(self._inflate(info))
-        check_depth(name, data, self.limits.max_depth)
+        if not verified:
+            check_depth(name, data, self.limits.max_depth)
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError as error:
@@ -415,13 +415,8 @@ def first_entry_needing_more(fileobj: BinaryIO) -> str:
 
 def check_depth(name: str, data: bytes, max_depth: int) -> None:
     """Refuse a document nested deeper than max_depth before it is parsed, at the cost of a
-    few passes in C over its bytes: escapes out, then everything but quotes and brackets,
-    then what lies between quotes; the brackets left, as +1/-1 steps, add up to the depth."""
-    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-    quotes_and_brackets = unescaped.translate(None, NEITHER_QUOTE_NOR_BRACKET)
-    outside_strings = b"".join(quotes_and_brackets.split(b'"')[::2])
-    steps = array("b", outside_strings.translate(DEPTH_STEP))
-    if max(accumulate(steps), default=0) > max_depth:
+    few passes in C over its bytes."""
+    if text_deeper_than(data, max_depth):
         raise BinfileError(
             f"{name} nests deeper than {max_depth} levels.",
             code="too_deep",

@@ -328,14 +328,14 @@ def _file_copy(reader: BinfileReader, file_plan: _FilePlan, plan: ArchivePlan) -
 
     def pages() -> Iterator[PageData]:
         for page_id in document["pages"]:
-            page = reader.read_json(binfile.page_entry(file_plan.id, page_id))
+            page = reader.read_json(binfile.page_entry(file_plan.id, page_id), verified=True)
             yield PageData(
                 page_id, page["index"], page["name"], upgrade_objects(page["objects"], version)
             )
 
     def media() -> Iterator[MediaData]:
         for media_id in document["media"]:
-            item = reader.read_json(binfile.media_entry(file_plan.id, media_id))
+            item = reader.read_json(binfile.media_entry(file_plan.id, media_id), verified=True)
             yield MediaData(
                 media_id, item["blob"], item["name"], item["mtype"], item["width"], item["height"]
             )

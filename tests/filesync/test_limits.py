@@ -176,3 +176,23 @@ def test_a_page_at_the_depth_limit_is_stored_exported_and_read_whole(api_for, ed
     )
     assert refused.status_code == 400
     assert store_state() == before
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        1,
+        [],
+        {"a": [1]},
+        nested(64),
+        nested(65),
+        {"s": "[[[{{", "t": ["]]]", {"u": '\\"[{'}]},
+        ["\\", [["{"], "\\\\\\"]],
+        {"a": "", "b": ['"[', [""]], "c": {"d": "]]"}},
+    ],
+)
+@pytest.mark.parametrize("limit", [0, 1, 2, 3, 64])
+def test_text_depth_agrees_with_the_parsed_depth(value, limit):
+    """Brackets inside strings, escaped quotes and backslashes do not count."""
+    text = json.dumps(value).encode()
+    assert limits.text_deeper_than(text, limit) == limits.deeper_than(value, limit)
