@@ -507,13 +507,6 @@ def test_a_tus_client_killed_half_way_resumes_to_the_right_blob(asgi_server, edi
         child.kill()
     finally:
         stop_process(child)
-    # The PATCH the kill cut short ends on the server too (a whole body it had is kept):
-    # then the upload is free, and its offset final, for the client to resume from.
-    wait_for(
-        lambda: Upload.objects.get(pk=upload_id).holder == "",
-        timeout=60,
-        what="the interrupted PATCH to end on the server",
-    )
     offset_at_kill = Upload.objects.get(pk=upload_id).offset
     assert 0 < offset_at_kill < size, "kill the client half-way, not before or after"
     assert not Blob.objects.exists()
@@ -521,8 +514,13 @@ def test_a_tus_client_killed_half_way_resumes_to_the_right_blob(asgi_server, edi
     resumed = tus.TusClient(
         f"{asgi_server}/api/sync/uploads/", headers={"Authorization": f"Token {token}"}
     )
-    uploader = resumed.uploader(file_path=str(payload), url=url, chunk_size=2**20)
-    assert uploader.offset == offset_at_kill
+    # A PATCH the kill left in flight may still finish on the server after the HEAD the
+    # client resumes from: the client then gets 409 (or 423 while it runs) and, as tuspy
+    # does when asked to retry, asks HEAD again and goes on from there.
+    uploader = resumed.uploader(
+        file_path=str(payload), url=url, chunk_size=2**20, retries=5, retry_delay=1
+    )
+    assert offset_at_kill <= uploader.offset < size  # the server may finish a PATCH it had whole
     uploader.upload()
     assert Blob.objects.get().sha256 == digest
 
