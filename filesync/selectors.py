@@ -2,6 +2,7 @@
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import NamedTuple, TypeVar
 from uuid import UUID
 
@@ -88,13 +89,7 @@ class FileState:
         return Page.objects.filter(file=self.file), "page_id"
 
     def pages(self, batch: int = PAGE_BATCH) -> Iterator[PageData]:
-        last = -1
-        while True:
-            chunk = self.page_batch(last, batch)
-            yield from chunk
-            if len(chunk) < batch:
-                return
-            last = chunk[-1].index
+        return _in_batches(self.page_batch, -1, attrgetter("index"), batch)
 
     def page_batch(self, after_index: int, batch: int = PAGE_BATCH) -> list[PageData]:
         """The next `batch` pages after the page at `after_index` (-1: from the start)."""
@@ -117,13 +112,7 @@ class FileState:
         ]
 
     def media(self, batch: int = MEDIA_BATCH) -> Iterator[MediaData]:
-        last = None
-        while True:
-            chunk = self.media_batch(last, batch)
-            yield from chunk
-            if len(chunk) < batch:
-                return
-            last = chunk[-1].id
+        return _in_batches(self.media_batch, None, attrgetter("id"), batch)
 
     def media_batch(self, after_id: UUID | None, batch: int = MEDIA_BATCH) -> list[MediaData]:
         """The next `batch` media in id order after `after_id` (None: from the start)."""
@@ -283,3 +272,15 @@ def readable_blobs(user) -> QuerySet[Blob]:
         | Exists(MediaObject.objects.filter(blob=OuterRef("pk"), file__in=files))
         | Exists(SnapshotMedia.objects.filter(blob=OuterRef("pk"), snapshot__file__in=files))
     )
+
+
+def _in_batches(next_batch: Callable, start, key: Callable, batch: int) -> Iterator:
+    """Every row, `batch` at a time, each batch read from after the last row of the one
+    before (by `key`): memory stays one batch, whatever the size of the file."""
+    after = start
+    while True:
+        chunk = next_batch(after, batch)
+        yield from chunk
+        if len(chunk) < batch:
+            return
+        after = key(chunk[-1])
